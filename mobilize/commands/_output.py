@@ -1,0 +1,45 @@
+"""Printing helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .._ui import human_bytes, table
+from ..verify import worst
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def reporter(args):
+    from .._ui import Reporter
+
+    return Reporter(quiet=getattr(args, "quiet", False) or getattr(args, "json", False))
+
+
+def verification_table(manifest) -> str:
+    rows = []
+    for name, t in manifest.targets.items():
+        size = sum(f.bytes for f in t.files)
+        w = worst(t.parity) if t.parity else {}
+        verdict = "-" if t.parity is None else ("pass" if t.parity["passed"] else "FAIL")
+        rows.append([name, t.status, t.precision, human_bytes(size) if t.files else "-",
+                     w.get("max_abs_err"), w.get("max_rel_err"), w.get("cosine"), verdict])
+        for vname, v in t.variants.items():
+            p = v.get("parity")
+            vw = worst(p) if p else {}
+            vsize = sum(f["bytes"] for f in v["files"])
+            rows.append([f"  {name} ({vname})", "ok", v["precision"], human_bytes(vsize), vw.get("max_abs_err"),
+                         vw.get("max_rel_err"), vw.get("cosine"), "-" if p is None else ("pass" if p["passed"] else "FAIL")])
+    return table(rows, ["target", "status", "precision", "size", "max abs err", "max rel err", "cosine", "parity"])
+
+
+def print_export_summary(manifest, stream=sys.stdout) -> None:
+    print(verification_table(manifest), file=stream)
+    for name, t in manifest.targets.items():
+        if t.error:
+            print(f"{name} {t.status}: {t.error}", file=stream)
+    if manifest.location:
+        print(f"artifact: {manifest.location}", file=stream)
