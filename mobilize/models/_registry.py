@@ -68,7 +68,7 @@ def list_families() -> list[Family]:
     return [_FAMILIES[k] for k in sorted(_FAMILIES)]
 
 
-_BUILTIN = ("detector", "retrieval", "nelf")
+_BUILTIN = ("detector", "retrieval", "nerf", "nelf")
 _loaded = False
 
 

@@ -1,0 +1,1 @@
+"""Readers of standard data formats and the embedded synthetic generators."""
