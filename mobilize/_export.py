@@ -2,9 +2,10 @@
 
 Output is atomic: everything is built in a staging directory next to DIR (intermediates in a
 scratch directory elsewhere) and renamed into place at the end. A run that is interrupted or
-finds bad input leaves nothing. A run where some target fails writes DIR only when DIR did not
-exist yet (its manifest says which target failed and why); an existing DIR is never replaced
-by a failing run: the new result goes to DIR.failed beside it for inspection.
+finds bad input leaves nothing. A run where some targets fail but others pass writes DIR when
+DIR did not exist yet (its manifest says which target failed and why). An existing DIR is
+never replaced by a failing run, and a run where no target passes never writes DIR: such
+results go to DIR.failed beside it, for inspection.
 """
 
 from __future__ import annotations
@@ -225,11 +226,9 @@ def _one_line(e: BaseException) -> str:
 
 
 def _commit(stage: Path, out: Path, manifest: Manifest, log) -> Path | None:
-    usable = any(t.status == OK for t in manifest.targets.values())
-    if not usable:
-        log("no target succeeded: nothing written")
-        return None
-    if manifest.exit_code() == 0 or not out.exists():
+    """Rename the staged artifact into place; see the module docstring for the rules."""
+    any_ok = any(t.ok for t in manifest.targets.values())
+    if manifest.exit_code() == 0 or (any_ok and not out.exists()):
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
@@ -238,11 +237,17 @@ def _commit(stage: Path, out: Path, manifest: Manifest, log) -> Path | None:
         else:
             stage.rename(out)
         return out
+    if not any(t.files for t in manifest.targets.values()):
+        log("no target produced an artifact: nothing written")
+        return None
     failed = out.with_name(out.name + ".failed")
     if failed.exists():
         shutil.rmtree(failed)
     stage.rename(failed)
-    log(f"kept the existing {out}: this run had failures; its result is in {failed}")
+    if out.exists():
+        log(f"kept the existing {out}: this run had failures; its result is in {failed}")
+    else:
+        log(f"no target passed: the result is in {failed} for inspection")
     return failed
 
 

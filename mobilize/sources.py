@@ -38,7 +38,7 @@ def register_source(kind: str, matches, load) -> None:
 
 
 def parse_shape(text: str) -> Shape:
-    parts = [p.strip() for p in str(text).replace("x", ",").split(",") if p.strip()]
+    parts = [p.strip() for p in re.split(r"[,x]", str(text).strip().strip("[]()"))]
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:

@@ -36,7 +36,8 @@ def verification_table(manifest) -> str:
     return table(rows, ["target", "status", "precision", "size", "max abs err", "max rel err", "cosine", "parity"])
 
 
-def print_export_summary(manifest, stream=sys.stdout) -> None:
+def print_export_summary(manifest, stream=None) -> None:
+    stream = stream or sys.stdout
     print(verification_table(manifest), file=stream)
     for name, t in manifest.targets.items():
         if t.error:

@@ -51,4 +51,10 @@ def run(args) -> int:
                     "exit_code": manifest.exit_code(), "manifest": manifest.to_dict()})
     else:
         print_export_summary(manifest)
-    return manifest.exit_code()
+    code = manifest.exit_code()
+    if code == 3 and not args.debug:
+        import sys
+
+        print("mobilize: a converter failed inside (rerun with --debug to see its traceback and output)",
+              file=sys.stderr)
+    return code

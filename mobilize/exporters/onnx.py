@@ -93,9 +93,11 @@ class OnnxExporter(Exporter):
         notes = []
         precision = "fp32"
         if ctx.fp16:
-            notes.append("fp16 requested: onnxruntime's CPU kernels compute in fp32, so the ONNX "
-                         "artifact keeps fp32 weights")
-        shutil.copyfile(src, dest)
+            _to_fp16(src, dest)
+            precision = "fp16"
+            notes.append("fp16 weights and compute; inputs and outputs stay float32")
+        else:
+            shutil.copyfile(src, dest)
         io = _onnx_io(dest, ctx.spec)
         return ExportResult(files=["model.onnx"], io=io, precision=precision, rewrites=rewrites, notes=notes)
 
@@ -104,6 +106,34 @@ class OnnxExporter(Exporter):
 
         return {"torch": torch.__version__, "onnx": package_version("onnx"),
                 "onnxsim": package_version("onnxsim"), "onnxruntime": package_version("onnxruntime")}
+
+
+def _to_fp16(src: Path, dest: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    _topological_sort(model.graph)  # the converter appends its input casts at the end
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dest))
+
+
+def _topological_sort(graph) -> None:
+    known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in known for i in n.input):
+                ordered.append(n)
+                known.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise ToolFailed("the fp16 ONNX graph has a cycle or a missing input")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def _onnx_io(path: Path, spec) -> dict:

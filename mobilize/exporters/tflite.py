@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import Unsupported
-from ..runtimes.base import io_entry
+from ..runtimes.base import io_entry, native_stderr_silenced
 from ._onnx2tf import input_perm, output_index as _output_index, resolve_output_perms, run_onnx2tf
 from .base import ExportContext, ExportResult, Exporter, package_version
 
@@ -29,9 +29,10 @@ class TFLiteExporter(Exporter):
         shutil.copyfile(tf.tflite_fp32, stage / files["fp32"])
         if tf.tflite_fp16.is_file():
             shutil.copyfile(tf.tflite_fp16, stage / files["fp16"])
-        interp = Interpreter(model_path=str(stage / files["fp32"]))
         try:
-            interp.allocate_tensors()
+            with native_stderr_silenced():
+                interp = Interpreter(model_path=str(stage / files["fp32"]))
+                interp.allocate_tensors()
         except RuntimeError as e:
             flex = re.findall(r"\(Flex(\w+)\)", str(e))
             if flex:

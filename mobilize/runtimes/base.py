@@ -10,6 +10,9 @@ and converts to and from the runtime's own layout using the target's `io` record
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -46,6 +49,25 @@ class Runtime:
              threads: int | None = None) -> Session:
         """Load the target's files from `directory`; spec_* are the manifest's inputs/outputs."""
         raise NotImplementedError
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Hide what native libraries print straight to fd 2 (LiteRT's "INFO: Created ... delegate")."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def io_entry(name: str, spec_shape: Sequence[int], perm: Sequence[int] | None = None,

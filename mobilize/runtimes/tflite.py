@@ -7,15 +7,16 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Runtime, Session, from_runtime, to_runtime
+from .base import Runtime, Session, from_runtime, native_stderr_silenced, to_runtime
 
 
 class TFLiteSession(Session):
     def __init__(self, path: Path, record, spec_outputs, threads):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interp = Interpreter(model_path=str(path), num_threads=int(threads or 1))
-        self.interp.allocate_tensors()
+        with native_stderr_silenced():
+            self.interp = Interpreter(model_path=str(path), num_threads=int(threads or 1))
+            self.interp.allocate_tensors()
         by_name_in = {d["name"]: d for d in self.interp.get_input_details()}
         by_name_out = {d["name"]: d for d in self.interp.get_output_details()}
         self.io = record.io
