@@ -5,7 +5,7 @@ and ONNX sources alike. Each rewrite returns how many nodes it changed.
 
 - erf_polynomial: Erf becomes a TensorFlow "Flex" op that neither TFLite's builtin
   interpreter nor TF.js can run. Replaced by Abramowitz & Stegun 7.1.26 (max error 1.5e-7),
-  built from Abs, Sign, Exp and arithmetic.
+  built from Abs, Sign, Exp and arithmetic (about 5e-7 once evaluated in float32).
 - channel_shuffle_as_gather: see the function; onnx2tf turns the depthwise conv after a
   ShuffleNet channel shuffle into a grouped Conv2D, which TF.js cannot run.
 - safe_node_names (housekeeping): onnx2tf cannot save names such as "/stages/stages.2/Conv".

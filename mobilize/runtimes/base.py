@@ -84,7 +84,7 @@ def io_entry(name: str, spec_shape: Sequence[int], perm: Sequence[int] | None = 
 
 
 def layout_name(rank: int, perm: Sequence[int]) -> str:
-    letters = {3: "NCW", 4: "NCHW", 5: "NCDHW"}.get(rank)
+    letters = {1: "N", 2: "NC", 3: "NCW", 4: "NCHW", 5: "NCDHW"}.get(rank)
     if letters is None:
         return "N" + "".join(f"d{i}" for i in range(1, rank)) if list(perm) == list(range(rank)) else str(list(perm))
     return "".join(letters[a] for a in perm)

@@ -1,0 +1,181 @@
+"""The retrieval network: image -> L2-normalised embedding, built from converter-friendly ops.
+
+Depthwise-separable backbone (MobileNetV1 layout, width multiplier, residual adds where the
+shape allows: from-scratch training on a few thousand photos converges faster with them),
+optional attention on the last feature map, GeM pooling, a BN-neck and a linear projection.
+The deployed graph ends in the normalised embedding, so the app only takes dot products.
+
+Every op here is known to convert to ONNX, ncnn (pnnx), TF.js and TFLite (onnx2tf): Conv,
+BatchNorm, ReLU, Add, Mul, Sigmoid, Clip, Pow, ReduceMean, ReduceMax, MatMul, Sqrt, Div.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# (output channels at width 1.0, stride) after the stem; MobileNetV1's 13 blocks
+_LAYOUT = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1),
+           (512, 1), (512, 1), (1024, 2), (1024, 1))
+ATTENTIONS = ("none", "spatial", "channel")
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class NetConfig:
+    """What the checkpoint records to rebuild the network (plain data)."""
+
+    width: float = 0.75
+    embedding_dim: int = 128
+    attention: str = "spatial"
+    gem_p: float = 3.0
+    input_size: int = 160
+    stem: int = 32
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetConfig":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _ch(c: float, width: float) -> int:
+    return max(8, int(math.ceil(c * width / 8) * 8))
+
+
+def conv_bn_relu(cin: int, cout: int, k: int, s: int, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class DepthwiseSeparable(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.dw = conv_bn_relu(cin, cin, 3, stride, groups=cin)
+        self.pw = conv_bn_relu(cin, cout, 1, 1, act=False)
+        self.residual = stride == 1 and cin == cout
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        y = self.pw(self.dw(x))
+        return self.act(x + y if self.residual else y)
+
+
+class Backbone(nn.Module):
+    def __init__(self, width: float = 1.0, stem: int = 32):
+        super().__init__()
+        c = _ch(stem, width)
+        layers: list[nn.Module] = [conv_bn_relu(3, c, 3, 2)]
+        for cout, s in _LAYOUT:
+            cout = _ch(cout, width)
+            layers.append(DepthwiseSeparable(c, cout, s))
+            c = cout
+        self.features = nn.Sequential(*layers)
+        self.out_channels = c
+
+    def forward(self, x):
+        return self.features(x)
+
+
+class SpatialAttention(nn.Module):
+    """CBAM-style: a map from the channel mean and max re-weights positions (starts as ~identity)."""
+
+    def __init__(self, kernel: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel, padding=kernel // 2, bias=True)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.constant_(self.conv.bias, 3.0)  # sigmoid(3) ~ 0.95: training starts near "no attention"
+
+    def forward(self, x):
+        a = torch.cat((x.mean(1, keepdim=True), x.amax(1, keepdim=True)), 1)
+        return x * torch.sigmoid(self.conv(a))
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation on the last feature map."""
+
+    def __init__(self, channels: int, reduction: int = 8):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, max(8, channels // reduction), 1)
+        self.fc2 = nn.Conv2d(max(8, channels // reduction), channels, 1)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.constant_(self.fc2.bias, 3.0)
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling (Radenovic et al.): p = 1 is average, p -> inf is max pooling."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6):
+        super().__init__()
+        self.p = nn.Parameter(torch.tensor(float(p)))
+        self.eps = eps
+
+    def forward(self, x):
+        p = self.p.clamp(1.0, 8.0)
+        return x.clamp(min=self.eps).pow(p).mean((2, 3)).pow(1.0 / p)
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """x / ||x|| written with Mul/ReduceSum/Sqrt/Div, which every converter handles."""
+    return x / (x * x).sum(1, keepdim=True).clamp(min=eps).sqrt()
+
+
+class EmbeddingNet(nn.Module):
+    """image [N, 3, S, S] (normalised as the manifest says) -> embedding [N, D], unit length."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        if cfg.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, not {cfg.attention!r}")
+        self.cfg = cfg
+        self.backbone = Backbone(cfg.width, cfg.stem)
+        c = self.backbone.out_channels
+        self.attention = {"none": nn.Identity(), "spatial": SpatialAttention(),
+                          "channel": ChannelAttention(c)}[cfg.attention]
+        self.pool = GeM(cfg.gem_p)
+        self.neck = nn.BatchNorm1d(c)
+        self.neck.bias.requires_grad_(False)  # BNNeck (Luo et al.): no shift before the projection
+        self.proj = nn.Linear(c, cfg.embedding_dim, bias=False)
+        self.mobilize_input_shapes = [(1, 3, cfg.input_size, cfg.input_size)]
+        self.mobilize_input_names = ["image"]
+        self.mobilize_output_names = ["embedding"]
+        self._init()
+
+    def _init(self):
+        for m in self.backbone.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # zero-init the last BN of each residual block: the block starts as identity
+        for m in self.backbone.modules():
+            if isinstance(m, DepthwiseSeparable) and m.residual:
+                nn.init.zeros_(m.pw[1].weight)
+        nn.init.normal_(self.proj.weight, std=0.01)
+
+    def features(self, x):
+        """Pre-normalisation embedding (the projection output), for losses that want it."""
+        f = self.pool(self.attention(self.backbone(x)))
+        return self.proj(self.neck(f))
+
+    def forward(self, x):
+        return l2_normalize(self.features(x))
+
+
+def build_net(cfg: NetConfig) -> EmbeddingNet:
+    return EmbeddingNet(cfg)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

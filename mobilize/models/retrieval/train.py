@@ -1,0 +1,306 @@
+"""`mobilize train retrieval`: the training recipe.
+
+Loss = classification head (ArcFace by default, plain softmax for the baseline) + batch-hard
+triplet, on P x K class-balanced batches with crop/flip/colour jitter and random erasing.
+With --mutual, two students with different initialisations learn together, each also
+matching the other's class posteriors (KL); only the first is deployed.
+
+The whole training split is decoded once into memory as uint8 and augmented batch-wise in
+torch: per-image Python augmentation would cost more than the network on 2 CPU cores.
+
+Files in --out: last.pt (everything, for --resume), model.pt (the deployable checkpoint:
+network, labels, config; what `mobilize export` and `mobilize eval` take), history.json.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import BadInput
+
+FAMILY = "retrieval"
+
+
+def _opt(help: str, **kw):
+    return field(metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    data: str = field(metadata={"help": "dataset root with SPLIT/CLASS/*.jpg, or 'synthetic' to generate one "
+                                        "into OUT/data", "metavar": "PATH"})
+    out: str = field(metadata={"help": "run directory (checkpoints, history)", "metavar": "RUN_DIR"})
+    train_splits: str = field(default="train,catalog", metadata={
+        "help": "splits to train on, comma-separated; a missing 'catalog' is skipped"})
+    val_split: str = field(default="val", metadata={
+        "help": "queries for the progress check (gallery = training splits); '' or a missing split skips it"})
+    input_size: int = field(default=160, metadata={"help": "square input side in pixels"})
+    width: float = field(default=0.75, metadata={"help": "backbone width multiplier"})
+    embedding_dim: int = field(default=128, metadata={"help": "embedding dimension D"})
+    attention: str = field(default="spatial", metadata={"help": "attention on the last feature map",
+                                                         "choices": ["none", "spatial", "channel"]})
+    gem_p: float = field(default=3.0, metadata={"help": "initial GeM exponent (learned)"})
+    head: str = field(default="arcface", metadata={"help": "classification loss", "choices": ["arcface", "softmax"]})
+    arcface_scale: float = field(default=30.0, metadata={"help": "ArcFace scale s"})
+    arcface_margin: float = field(default=0.3, metadata={"help": "ArcFace additive angular margin m, radians"})
+    triplet_weight: float = field(default=1.0, metadata={"help": "weight of the batch-hard triplet loss (0: off)"})
+    triplet_margin: float = field(default=0.3, metadata={"help": "triplet margin (Euclidean, unit sphere)"})
+    random_erasing: float = field(default=0.5, metadata={"help": "probability of random erasing per image (0: off)"})
+    mutual: bool = field(default=False, metadata={"help": "deep mutual learning with a second student"})
+    mutual_weight: float = field(default=1.0, metadata={"help": "weight of the mutual KL term"})
+    mutual_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the mutual KL term"})
+    classes_per_batch: int = field(default=16, metadata={"help": "P: classes per batch"})
+    samples_per_class: int = field(default=4, metadata={"help": "K: images per class per batch"})
+    epochs: int = field(default=40, metadata={"help": "passes over the training images"})
+    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, cosine decay)"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on norms and biases)"})
+    warmup_epochs: float = field(default=2.0, metadata={"help": "linear warm-up length"})
+    eval_every: int = field(default=5, metadata={"help": "run the progress check every N epochs (0: only at the end)"})
+    seed: int = field(default=0, metadata={"help": "seed for initialisation, sampling and augmentation"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    device: str = field(default="", metadata={"help": "cpu or cuda (default: cuda when available)"})
+    resume: bool = field(default=False, metadata={"help": "continue from OUT/last.pt"})
+    synthetic_classes: int = field(default=12, metadata={"help": "classes when --data synthetic"})
+
+    def validate(self) -> None:
+        checks = [
+            (self.input_size >= 32, "--input-size must be at least 32"),
+            (self.width > 0, "--width must be positive"),
+            (self.embedding_dim >= 2, "--embedding-dim must be at least 2"),
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.classes_per_batch >= 2, "--classes-per-batch must be at least 2"),
+            (self.samples_per_class >= 2, "--samples-per-class must be at least 2 (triplets need positives)"),
+            (self.lr > 0, "--lr must be positive"),
+            (0 <= self.random_erasing <= 1, "--random-erasing is a probability in [0, 1]"),
+            (0 <= self.arcface_margin < math.pi / 2, "--arcface-margin is in radians, in [0, pi/2)"),
+            (self.arcface_scale > 0, "--arcface-scale must be positive"),
+            (self.triplet_weight >= 0, "--triplet-weight must be >= 0"),
+            (self.mutual_temperature > 0, "--mutual-temperature must be positive"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise BadInput(msg)
+
+
+def net_config(cfg: TrainConfig):
+    from .model import NetConfig
+
+    return NetConfig(width=cfg.width, embedding_dim=cfg.embedding_dim, attention=cfg.attention,
+                     gem_p=cfg.gem_p, input_size=cfg.input_size)
+
+
+def _param_groups(module, weight_decay: float):
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".p") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _resolve_data(cfg: TrainConfig, out: Path, env, reporter) -> Path:
+    if cfg.data != "synthetic":
+        return Path(cfg.data)
+    from ...data.retrieval import make_synthetic_products
+    from ...train._common import barrier
+
+    root = out / "data"
+    if env.is_main and not root.exists():
+        reporter(f"generating synthetic products in {root}")
+        make_synthetic_products(root, classes=cfg.synthetic_classes, size=max(32, cfg.input_size), seed=cfg.seed)
+    barrier(env)
+    return root
+
+
+def embed_uint8(net, images_u8, batch: int = 64) -> np.ndarray:
+    """Embeddings of uint8 NCHW images with the network in eval mode (preprocess as exported)."""
+    import torch
+
+    from ...data.retrieval import normalize
+    from .model import IMAGE_MEAN, IMAGE_STD
+
+    was_training = net.training
+    net.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(images_u8), batch):
+            out.append(net(normalize(images_u8[s:s + batch], IMAGE_MEAN, IMAGE_STD)).numpy())
+    net.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, net.cfg.embedding_dim), np.float32)
+
+
+def train(config: TrainConfig, reporter=None) -> dict:
+    import torch
+
+    from ..._ui import SILENT
+    from ...data.retrieval import (Augment, PKSampler, augment_batch, load_images, normalize, random_erasing,
+                                   read_split, read_splits)
+    from ...train._common import (all_reduce_mean, barrier, init_distributed, load_checkpoint, progress,
+                                  save_checkpoint, seed_everything, shutdown, unwrap, wrap_ddp)
+    from .losses import BatchHardTriplet, Cohort, Student, build_head
+    from .metrics import embedding_metrics
+    from .model import IMAGE_MEAN, IMAGE_STD, build_net, count_parameters
+
+    cfg = config
+    cfg.validate()
+    reporter = reporter or SILENT
+    start_time = time.perf_counter()
+    env = init_distributed(cfg.device or None)
+    try:
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        out = Path(cfg.out)
+        if out.exists() and not out.is_dir():
+            raise BadInput(f"--out '{out}' is a file", "give a directory")
+        last_path = out / "last.pt"
+        if env.is_main and not cfg.resume and last_path.exists():
+            raise BadInput(f"'{out}' already holds a run (last.pt)", "pass --resume to continue it, or choose a new --out")
+        out.mkdir(parents=True, exist_ok=True)
+        root = _resolve_data(cfg, out, env, reporter)
+
+        train_set = read_splits(root, cfg.train_splits, optional=("catalog",))
+        classes = train_set.classes
+        labels = train_set.label_ids(classes)
+        val_set = None
+        if cfg.val_split and (root / cfg.val_split).is_dir():
+            val_set = read_split(root, cfg.val_split)
+
+        seed_everything(cfg.seed)  # same initial weights on every rank
+        ncfg = net_config(cfg)
+        nets = [build_net(ncfg)]
+        if cfg.mutual:
+            torch.manual_seed(cfg.seed + 1000)
+            nets.append(build_net(ncfg))
+        students = []
+        for net in nets:
+            head = build_head(cfg.head, len(classes), cfg.embedding_dim, cfg.arcface_scale, cfg.arcface_margin)
+            triplet = BatchHardTriplet(cfg.triplet_margin) if cfg.triplet_weight > 0 else None
+            students.append(Student(net, head, triplet, cfg.triplet_weight))
+        cohort = Cohort(students, cfg.mutual_weight, cfg.mutual_temperature).to(env.device)
+        optimizer = torch.optim.AdamW(_param_groups(cohort, cfg.weight_decay), lr=cfg.lr)
+
+        start_epoch, step, history = 0, 0, []
+        if cfg.resume:
+            if not last_path.exists():
+                raise BadInput(f"--resume: '{last_path}' does not exist", "drop --resume to start a new run")
+            ckpt = load_checkpoint(last_path)
+            if ckpt.get("family") != FAMILY or ckpt.get("classes") != classes:
+                raise BadInput(f"--resume: '{last_path}' belongs to another run or other data",
+                               "resume with the same --data and splits, or choose a new --out")
+            cohort.load_state_dict(ckpt["cohort"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+            history = list(ckpt.get("history", []))
+            reporter(f"resuming {out} at epoch {start_epoch}")
+
+        images = torch.from_numpy(load_images(train_set.paths, cfg.input_size, reporter if env.is_main else None,
+                                              "decoding training images"))
+        val_images = None
+        if val_set is not None and env.is_main:
+            val_images = load_images(val_set.paths, cfg.input_size, reporter, "decoding val images")
+
+        model = wrap_ddp(cohort, env)
+        sampler = PKSampler(labels, cfg.classes_per_batch, cfg.samples_per_class, cfg.seed, env.rank)
+        total_steps = cfg.epochs * sampler.batches_per_epoch
+        warmup = int(cfg.warmup_epochs * sampler.batches_per_epoch)
+        aug = Augment(erasing=cfg.random_erasing)
+        mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+        labels_t = torch.from_numpy(labels)
+        metrics: dict = {}
+        summary_params = count_parameters(nets[0])
+        if env.is_main:
+            reporter(f"training retrieval: {len(train_set)} images, {len(classes)} classes, {summary_params:,} "
+                     f"parameters, batch {sampler.p}x{sampler.k}, {sampler.batches_per_epoch} steps/epoch")
+
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + env.rank * 10_007 + epoch) % (2**31))
+            losses, parts_sum = [], {}
+            bar = progress(reporter, sampler.epoch(epoch), sampler.batches_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", env)
+            for idx in bar:
+                idx_t = torch.from_numpy(idx)
+                x = images[idx_t].float().div_(255.0)
+                x = augment_batch(x, aug, g)
+                x = (x - mean) / std
+                x = random_erasing(x, aug, g).to(env.device)
+                y = labels_t[idx_t].to(env.device)
+                for group in optimizer.param_groups:
+                    group["lr"] = _lr_at(step, total_steps, warmup, cfg.lr)
+                loss, parts = model(x, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(cohort.parameters(), 5.0)
+                optimizer.step()
+                step += 1
+                losses.append(float(loss.detach()))
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            record = {"epoch": epoch + 1, "loss": all_reduce_mean(float(np.mean(losses)), env),
+                      **{k: round(v / len(losses), 5) for k, v in parts_sum.items()},
+                      "lr": _lr_at(step - 1, total_steps, warmup, cfg.lr)}
+            last = epoch + 1 == cfg.epochs
+            if env.is_main and val_images is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+                net = unwrap(model).students[0].net
+                gallery = embed_uint8(net, images)
+                queries = embed_uint8(net, val_images)
+                names = classes + sorted(set(val_set.labels) - set(classes))
+                metrics = embedding_metrics(queries, val_set.label_ids(names), gallery, train_set.label_ids(names))
+                record.update({k: round(metrics[k], 4) for k in ("recall@1", "recall@5", "map@r")})
+            history.append(record)
+            if env.is_main:
+                reporter(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                                                            if k not in ("epoch",)))
+            state = _state(cfg, ncfg, classes, cohort, optimizer, epoch + 1, step, history, metrics)
+            save_checkpoint(last_path, state, env)
+            barrier(env)
+
+        if env.is_main:
+            final = _deployable(_state(cfg, ncfg, classes, cohort, None, cfg.epochs, step, history, metrics))
+            save_checkpoint(out / "model.pt", final, env)
+            tmp = out / ".history.json.tmp"
+            tmp.write_text(json.dumps(history, indent=1))
+            tmp.replace(out / "history.json")
+        barrier(env)
+        summary = {"checkpoint": str(out / "model.pt"), "classes": len(classes), "images": len(train_set),
+                   "parameters": summary_params, "epochs": cfg.epochs, "steps": step,
+                   "loss_first_epoch": history[0]["loss"] if history else None,
+                   "loss_last_epoch": history[-1]["loss"] if history else None,
+                   "seconds": round(time.perf_counter() - start_time, 1)}
+        summary.update({k: metrics[k] for k in ("recall@1", "recall@5", "map@r") if k in metrics})
+        summary["history"] = history
+        return summary
+    finally:
+        shutdown(env)
+
+
+def _state(cfg, ncfg, classes, cohort, optimizer, epoch, step, history, metrics) -> dict:
+    return {"family": FAMILY, "config": {"net": ncfg.to_dict(), "train": asdict(cfg)}, "classes": list(classes),
+            "model": {k: v.detach().cpu() for k, v in cohort.students[0].net.state_dict().items()},
+            "cohort": {k: v.detach().cpu() for k, v in cohort.state_dict().items()},
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "epoch": epoch, "step": step, "history": history,
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+
+
+def _deployable(state: dict) -> dict:
+    """The checkpoint to export and evaluate: the first student only (no heads, peer, optimizer)."""
+    state = dict(state)
+    state.pop("cohort", None)
+    state["optimizer"] = None
+    return state
