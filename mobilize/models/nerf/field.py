@@ -40,6 +40,12 @@ class HashEncoding(nn.Module):
         self.register_buffer("dense", torch.tensor(dense), persistent=False)
         self.register_buffer("offsets", torch.tensor(offsets[:-1], dtype=torch.int64), persistent=False)
         self.register_buffer("sizes", torch.tensor(sizes, dtype=torch.int64), persistent=False)
+        if any(dense[k] and not all(dense[:k]) for k in range(levels)):
+            raise ValueError("dense levels must come first")  # holds: resolutions grow with the level
+        self.dense_levels = sum(dense)
+        mult = [[1, r + 1, (r + 1) ** 2] for r in res]
+        self.register_buffer("dense_mult", torch.tensor(mult, dtype=torch.int64), persistent=False)
+        self.register_buffer("primes", torch.tensor(PRIMES, dtype=torch.int64), persistent=False)
         corners = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=torch.int64)
         self.register_buffer("corners", corners, persistent=False)
         self.table = nn.Parameter(torch.empty(offsets[-1], features).uniform_(-1e-4, 1e-4))
@@ -49,25 +55,30 @@ class HashEncoding(nn.Module):
         return self.levels * self.features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [N, 3] world points (inside the cube [-bound, bound]^3) -> [N, levels * features]."""
-        n = x.shape[0]
-        u = ((x + self.bound) / (2 * self.bound)).clamp(0.0, 1.0)
-        pos = u[:, None, :] * self.res[None, :, None]  # [N, L, 3]
+        """x: [N, 3] world points (inside the cube [-bound, bound]^3) -> [N, levels * features].
+
+        Tensors are laid out [..., level, point] so every elementwise op runs along the long,
+        contiguous point axis (a CPU vectorises that; it cannot vectorise axes of size 2).
+        """
+        u = ((x.T + self.bound) / (2 * self.bound)).clamp(0.0, 1.0)  # [3, N]
+        pos = u[:, None, :] * self.res[None, :, None]  # [3, L, N]
         p0 = torch.minimum(pos.floor(), (self.res - 1)[None, :, None])  # u = 1 lands in the last cell
         frac = pos - p0
         lo = p0.long()
-        # per-axis terms for the two corner coordinates, combined over the 8 corners by broadcasting
-        ax = torch.stack([lo, lo + 1], -1)  # [N, L, 3, 2]
-        stride = (self.res_int + 1)[None, :, None]
-        dx, dy, dz = ax[:, :, 0], ax[:, :, 1] * stride, ax[:, :, 2] * stride * stride
-        hx, hy, hz = ax[:, :, 0] * PRIMES[0], ax[:, :, 1] * PRIMES[1], ax[:, :, 2] * PRIMES[2]
-        dense_idx = (dx[..., :, None, None] + dy[..., None, :, None] + dz[..., None, None, :]).reshape(n, -1, 8)
-        hashed = (hx[..., :, None, None] ^ hy[..., None, :, None] ^ hz[..., None, None, :]).reshape(n, -1, 8)
-        idx = torch.where(self.dense[None, :, None], dense_idx, hashed & (self.table_size - 1))
-        idx = idx + self.offsets[None, :, None]
-        wa = torch.stack([1.0 - frac, frac], -1)  # [N, L, 3, 2]
-        w = (wa[:, :, 0, :, None, None] * wa[:, :, 1, None, :, None] * wa[:, :, 2, None, None, :]).reshape(n, -1, 8)
-        return _Interpolate.apply(self.table, idx, w).reshape(n, -1)
+        corner = torch.stack([lo, lo + 1], 1)  # [3, 2, L, N]: the two corner coordinates per axis
+        nd = self.dense_levels  # coarse levels (a prefix) are indexed densely, the rest hashed
+        parts = []
+        if nd:
+            a = corner[:, :, :nd] * self.dense_mult.T[:, None, :nd, None]
+            parts.append((a[0][:, None, None] + a[1][None, :, None] + a[2][None, None, :]).reshape(8, nd, -1))
+        if nd < self.levels:
+            a = corner[:, :, nd:] * self.primes[:, None, None, None]
+            h = a[0][:, None, None] ^ a[1][None, :, None] ^ a[2][None, None, :]
+            parts.append((h & (self.table_size - 1)).reshape(8, self.levels - nd, -1))
+        idx = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)) + self.offsets[None, :, None]  # [8, L, N]
+        wa = torch.stack([1.0 - frac, frac], 1)  # [3, 2, L, N]
+        w = (wa[0][:, None, None] * wa[1][None, :, None] * wa[2][None, None, :]).reshape(8, self.levels, -1)
+        return _Interpolate.apply(self.table, idx, w)
 
     def flops_per_point(self) -> int:
         """Arithmetic per point (interpolation weights + weighted sum), gathers not counted."""
@@ -76,21 +87,28 @@ class HashEncoding(nn.Module):
 
 
 class _Interpolate(torch.autograd.Function):
-    """sum_c table[idx[..., c]] * w[..., c]; the backward is one index_add (no dense embedding grad)."""
+    """out[n, l*F + f] = sum_c table[idx[c, l, n], f] * w[c, l, n]; the backward is an index_add
+    per feature (PyTorch's embedding backward is several times slower on a CPU)."""
 
     @staticmethod
     def forward(ctx, table, idx, w):
         ctx.save_for_backward(idx, w)
         ctx.rows = table.shape[0]
-        return torch.einsum("nlcf,nlc->nlf", table[idx], w)
+        cols = table.T.contiguous()  # [F, rows]
+        flat = idx.reshape(-1)
+        out = torch.stack([(col[flat].view_as(w) * w).sum(0) for col in cols], 1)  # [L, F, N]
+        return out.reshape(-1, out.shape[-1]).T
 
     @staticmethod
     def backward(ctx, grad):
         idx, w = ctx.saved_tensors
-        contrib = (w[..., None] * grad[:, :, None, :]).reshape(-1, grad.shape[-1])
-        g = torch.zeros(ctx.rows, grad.shape[-1], dtype=grad.dtype, device=grad.device)
-        g.index_add_(0, idx.reshape(-1), contrib)
-        return g, None, None
+        levels, n = w.shape[1], w.shape[2]
+        g = grad.T.reshape(levels, -1, n)  # [L, F, N]
+        flat = idx.reshape(-1)
+        cols = torch.zeros(g.shape[1], ctx.rows, dtype=grad.dtype, device=grad.device)
+        for f in range(g.shape[1]):
+            cols[f].index_add_(0, flat, (w * g[None, :, f]).reshape(-1))
+        return cols.T, None, None
 
 
 def sh_encoding(d: torch.Tensor) -> torch.Tensor:

@@ -27,9 +27,9 @@ class NerfTrainConfig:
     lr: float = field(default=1e-2, metadata={"help": "Adam learning rate (decays 10x over the run)"})
     background: str = field(default="white", metadata={"help": "colour the RGBA images are composited on"})
     bound: float = field(default=1.5, metadata={"help": "half-size of the scene cube centred at the origin"})
-    levels: int = field(default=16, metadata={"help": "hash encoding levels"})
+    levels: int = field(default=12, metadata={"help": "hash encoding levels"})
     log2_table: int = field(default=15, metadata={"help": "log2 of the hash table size per level"})
-    max_res: int = field(default=512, metadata={"help": "finest hash grid resolution"})
+    max_res: int = field(default=256, metadata={"help": "finest hash grid resolution"})
     hidden: int = field(default=64, metadata={"help": "MLP width"})
     grid_res: int = field(default=64, metadata={"help": "occupancy grid resolution"})
     max_samples: int = field(default=192, metadata={"help": "samples along a ray crossing the whole cube"})
@@ -158,7 +158,7 @@ def train(config: NerfTrainConfig, reporter=None) -> dict:
                 "metrics": metrics, "meta": {"train_seconds": elapsed}}
 
     gen = torch.Generator(device="cpu").manual_seed(config.seed + start_step)
-    bar = log.bar(range(start_step, config.steps), total=config.steps - start_step, desc="nerf", unit="step")
+    bar = log.bar(range(start_step, config.steps), total=config.steps - start_step, desc="nerf", unit="step", mininterval=2.0)
     losses, samples = [], []
     t0 = time.perf_counter()
     for step in bar:
