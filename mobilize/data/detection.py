@@ -231,7 +231,9 @@ def _parse_voc_xml(path: Path) -> dict:
 
 
 def write_voc(dataset: DetectionSet, root: str | Path, split: str | None = None) -> Path:
-    """Add `dataset` to a VOC tree at root (images copied; split file appended when given)."""
+    """Add `dataset` to a VOC tree at root (images copied; split file appended when given).
+
+    labels.txt records the class order (VOC itself has none; without it the reader sorts)."""
     root = Path(root)
     (root / "Annotations").mkdir(parents=True, exist_ok=True)
     (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
@@ -253,6 +255,7 @@ def write_voc(dataset: DetectionSet, root: str | Path, split: str | None = None)
                 ET.SubElement(bb, tag).text = _num_text(v)
         ET.indent(ann)
         ET.ElementTree(ann).write(root / "Annotations" / f"{s.id}.xml", encoding="unicode")
+    _write_text(root / "labels.txt", "".join(f"{c}\n" for c in dataset.classes))  # the class order
     if split:
         sets = root / "ImageSets" / "Main"
         sets.mkdir(parents=True, exist_ok=True)
@@ -294,17 +297,18 @@ def read_coco(path: str | Path, split: str = "train", val_fraction: float = 0.15
     classes = [str(c["name"]) for c in cats]
     cat_index = {c["id"]: k for k, c in enumerate(cats)}
     root = path if path.is_dir() else path.parent
-    image_dirs = _unique([ann_file.parent, ann_file.parent.parent / split, root / split, root / "images" / split,
+    stem = ann_file.stem.removeprefix("instances_")  # instances_val2017.json -> val2017/
+    image_dirs = _unique([ann_file.parent, ann_file.parent.parent / stem, ann_file.parent.parent / split,
+                          root / split, root / "images" / split,
                           root / "images", root, ann_file.parent.parent / "images"])
     by_image: dict = {im["id"]: [] for im in images}
     for a in anns:
         by_image.setdefault(a.get("image_id"), []).append(a)
-    ids = [str(im["id"]) for im in images]
+    ids = [str(Path(im["file_name"]).with_suffix("")) for im in images]  # file names: stable, readable
     chosen = set(ids) if per_split else set(_select_split(ids, split, val_fraction))
     bad = BadBoxes()
     samples = []
-    for im in images:
-        sid = str(im["id"])
+    for sid, im in zip(ids, images):
         if sid not in chosen:
             continue
         image = _resolve_image(image_dirs, im["file_name"])
@@ -312,7 +316,7 @@ def read_coco(path: str | Path, split: str = "train", val_fraction: float = 0.15
         if not w or not h:
             w, h = _image_size(image)
         boxes, labels, ignore = [], [], []
-        where = f"{ann_file.name}: image {sid}"
+        where = f"{ann_file.name}: image {im['id']}"
         for a in by_image.get(im["id"], []):
             if a.get("category_id") not in cat_index:
                 bad.add("unknown_class", f"{where}: category {a.get('category_id')}")

@@ -15,8 +15,10 @@ class TrainConfig:
     imgsz: int = field(default=320, metadata={"help": "input size S (the model takes S x S; multiple of 32)"})
     width: float = field(default=0.75, metadata={"help": "backbone width multiplier"})
     neck_channels: int = field(default=96, metadata={"help": "channels of the neck and head"})
+    separable: bool = field(default=True, metadata={"help": "depthwise-separable convolutions (--no-separable: "
+                                                              "standard ones, for comparison)"})
     batch: int = field(default=16, metadata={"help": "images per step, over all processes"})
-    lr: float = field(default=4e-3, metadata={"help": "peak learning rate (AdamW)"})
+    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
     warmup: int = field(default=300, metadata={"help": "linear warm-up steps (at most a fifth of the run)"})
     scale_min: float = field(default=0.6, metadata={"help": "augmentation: smallest zoom vs the letterbox scale"})
@@ -33,5 +35,7 @@ class TrainConfig:
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from its last.pt"})
     max_steps: int = field(default=0, metadata={"help": "stop after this many steps in all (0: no limit; for smoke tests)"})
     workers: int = field(default=0, metadata={"help": "data-loading processes (0: load in the training process)"})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (default: torch's choice; "
+                                                                 "1 is fastest on a busy machine)"})
     device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda when present)"})
     name: str = field(default="detector", metadata={"help": "model name recorded in the checkpoint and manifest"})

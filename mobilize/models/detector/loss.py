@@ -146,5 +146,5 @@ class GFLLoss:
         else:
             loss_box = loss_dfl = reg_logits.sum() * 0.0
         total = loss_cls + self.box_weight * loss_box + self.dfl_weight * loss_dfl
-        parts = {"cls": float(loss_cls), "box": float(loss_box), "dfl": float(loss_dfl), "pos": num_pos}
+        parts = {"cls": loss_cls.item(), "box": loss_box.item(), "dfl": loss_dfl.item(), "pos": num_pos}
         return total * world, parts

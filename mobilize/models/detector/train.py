@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ...data.detection import DetectionSet, load_detection, load_image
+from ...data.detection import BadBoxes, DetectionSet, load_detection, load_image
 from ...data.detection_transforms import Augment, augment, normalize
 from ...errors import BadInput
 from ...train._common import (DistEnv, barrier, init_distributed, load_checkpoint, progress, save_checkpoint,
@@ -201,13 +201,27 @@ def _check(config: TrainConfig, env: DistEnv) -> None:
 
 
 def _load_data(config: TrainConfig, env: DistEnv, log) -> tuple[DetectionSet, DetectionSet]:
-    with warnings.catch_warnings():
-        if not env.is_main:
-            warnings.simplefilter("ignore")
+    """Both splits; their skipped boxes are reported in one line (the readers' warnings, merged)."""
+    from ...data.detection import BadBoxWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BadBoxWarning)
         train_set = load_detection(config.data, config.format, "train", config.val_fraction)
         if train_set.num_boxes == 0:
             raise BadInput(f"the training split of '{config.data}' holds no usable boxes")
         val_set = load_detection(config.data, train_set.format, "val", config.val_fraction, train_set.classes)
+    for w in caught:
+        if not issubclass(w.category, BadBoxWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    bad = [d.bad_boxes for d in (train_set, val_set) if d.bad_boxes.total]
+    if bad and env.is_main:
+        merged = BadBoxes()
+        for b in bad:
+            merged.degenerate += b.degenerate
+            merged.outside += b.outside
+            merged.unknown_class += b.unknown_class
+            merged.examples += b.examples
+        log("warning: " + merged.message(f"data '{config.data}' (train + val)"))
     return train_set, val_set
 
 
@@ -224,6 +238,8 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
     if not config.resume and last_path.exists():
         raise BadInput(f"'{out}' already holds a run", "pass --resume to continue it, or choose a new --out")
     seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     train_set, val_set = _load_data(config, env, log)
     classes = train_set.classes
     log(f"data: {len(train_set)} training images ({train_set.num_boxes} boxes), {len(val_set)} validation images, "
@@ -231,13 +247,13 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
         + (" (split by image-id hash)" if train_set.split_rule == "hash" else ""))
 
     mcfg = DetectorConfig(num_classes=len(classes), imgsz=config.imgsz, width=config.width,
-                          neck_channels=config.neck_channels)
+                          neck_channels=config.neck_channels, separable=config.separable)
     model = build_detector(mcfg)
     params, flops = count_params(model), count_flops(model, config.imgsz)
     model.train()
     if env.distributed:
         model = convert_sync_batchnorm(model)
-    model.to(env.device)
+    model.to(env.device, memory_format=torch.channels_last)  # faster depthwise convs on CPU
     ema = EMA(model) if config.ema and env.is_main else None
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     steps_per_epoch = len(epoch_batches(len(train_set), config.batch, config.seed, 0))
@@ -267,6 +283,7 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
     aug = Augment(scale=(config.scale_min, config.scale_max), hflip=config.hflip, vflip=config.vflip)
 
     meta = {"name": config.name, "classes": classes, "params": params, "flops": flops,
+            "bad_boxes": {"train": train_set.bad_boxes.to_dict(), "val": val_set.bad_boxes.to_dict()},
             "data": {"path": str(config.data), "format": train_set.format, "train_images": len(train_set),
                      "val_images": len(val_set), "split_rule": train_set.split_rule, "val_fraction": config.val_fraction}}
     bar = progress(log, None, total=total_steps - step, desc="train", env=env) if step < total_steps else None
@@ -283,7 +300,7 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
                 break
             for g in optimizer.param_groups:
                 g["lr"] = lr_at(step, total_steps, config.lr, config.warmup)
-            images = images.to(env.device)
+            images = images.to(env.device, memory_format=torch.channels_last)
             targets = [(b.to(env.device), l.to(env.device)) for b, l in targets]
             cls_logits, reg_logits = _forward_raw(ddp, images)
             loss, parts = loss_fn(cls_logits, reg_logits, targets, reducer)
@@ -294,7 +311,7 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
             if ema is not None:
                 ema.update(unwrap(model))
             step += 1
-            running += float(loss) / env.world_size
+            running += loss.item() / env.world_size
             count += 1
             if bar is not None:
                 bar.update(1)
@@ -311,8 +328,12 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
                 best = {"metric": config.best_metric, "value": metrics[config.best_metric], "epoch": epoch}
                 _save(best_path, model, ema, None, mcfg, config, epoch, step, metrics, best,
                       meta | {"history": history + [record], "train_seconds": time.perf_counter() - t0}, env)
-            log(f"epoch {epoch}: loss {record['loss']:.4f}  val mAP@0.5 {metrics['map50']:.4f}  "
-                f"mAP@0.5:0.95 {metrics['map50_95']:.4f}")
+            msg = (f"epoch {epoch}: loss {record['loss']:.4f}  val mAP@0.5 {metrics['map50']:.4f}  "
+                   f"mAP@0.5:0.95 {metrics['map50_95']:.4f}")
+            if bar is not None and not log.quiet:
+                bar.write(msg, file=log.stream)
+            else:
+                log(msg)
         history.append(record)
         _save(last_path, model, ema, optimizer, mcfg, config, epoch, step, metrics, best,
               meta | {"history": history, "train_seconds": time.perf_counter() - t0,
@@ -349,7 +370,7 @@ def _mean_over(value: float, env: DistEnv) -> float:
 @torch.no_grad()
 def _validate(model, val_set, imgsz, device, detect, coco_metrics) -> dict:
     def predict(x):
-        boxes, scores = model(torch.from_numpy(x).to(device))
+        boxes, scores = model(torch.from_numpy(x).to(device, memory_format=torch.channels_last))
         return [boxes.cpu().numpy(), scores.cpu().numpy()]
 
     dets = detect(predict, val_set.samples, imgsz, 0.01, 0.6, 100, batch=8)
