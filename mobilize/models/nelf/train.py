@@ -252,6 +252,8 @@ def train(config: NelfTrainConfig, reporter=None) -> dict:
             metrics[f"{name}_val_ssim"] = scores["ssim"]
             if losses:
                 metrics[f"{name}_train_loss"] = float(np.mean(losses[-50:]))
+                metrics[f"{name}_loss_first"] = float(np.mean(losses[:10]))
+                metrics[f"{name}_loss_last"] = float(np.mean(losses[-10:]))
             log(f"{name}: val PSNR {scores['psnr']:.2f} dB, SSIM {scores['ssim']:.4f}")
         save_checkpoint(out / "last.pt", snapshot(name, steps, True))
         if name == "distill":
@@ -273,6 +275,7 @@ def train(config: NelfTrainConfig, reporter=None) -> dict:
         "parameters": student.parameter_count(), "weights_mb": round(student.parameter_count() * 4 / 2 ** 20, 3),
         "depth": shape.depth, "scale": shape.scale, "train_seconds": round(elapsed, 1),
         "pseudo_images": config.pseudo_images if config.distill_steps else 0, "device": device,
+        **{k: v for k, v in metrics.items() if "_loss_" in k},
     }
     write_json_atomic(out / "summary.json", {**summary, "config": asdict(config)})
     return summary

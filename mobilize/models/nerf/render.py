@@ -35,6 +35,7 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("density", torch.full((r, r, r), 1e3))  # all occupied until told otherwise
         self.register_buffer("mask", torch.ones(r, r, r, dtype=torch.bool))
         self.register_buffer("carved", torch.ones(r, r, r, dtype=torch.bool))  # True: not ruled out by masks
+        self.register_buffer("updates", torch.zeros((), dtype=torch.int64), persistent=False)
 
     @property
     def cell(self) -> float:
@@ -83,7 +84,9 @@ class OccupancyGrid(nn.Module):
 
     @torch.no_grad()
     def update(self, field, threshold: float, decay: float = 0.95, chunk: int = 65536) -> float:
-        """Refresh from the field: the density at a random point of each cell, decayed max."""
+        """Refresh from the field: the density at a random point of each cell, decayed max.
+
+        The first refresh replaces the placeholder density (everything occupied) outright."""
         centers = self.cell_centers()
         idx = torch.nonzero(self.carved.reshape(-1)).squeeze(1)
         new = torch.zeros_like(self.density).reshape(-1)
@@ -91,7 +94,9 @@ class OccupancyGrid(nn.Module):
             part = idx[s:s + chunk]
             x = centers[part] + (torch.rand(len(part), 3, device=centers.device) - 0.5) * self.cell
             new[part] = field.density(x)[0]
-        dens = torch.maximum(self.density.reshape(-1) * decay, new)
+        old = self.density.reshape(-1) * decay if int(self.updates) else torch.zeros_like(new)
+        dens = torch.maximum(old, new)
+        self.updates += 1
         self.density.copy_(dens.reshape(self.density.shape))
         self.mask.copy_((self.density > threshold) & self.carved)
         return float(self.mask.float().mean())

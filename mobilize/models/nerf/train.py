@@ -200,7 +200,9 @@ def train(config: NerfTrainConfig, reporter=None) -> dict:
     summary = {"checkpoint": str(out / "model.pt"), "steps": config.steps, "val_psnr": round(scores["psnr"], 3),
                "val_ssim": round(scores["ssim"], 4), "val_views": len(val_views),
                "train_seconds": round(elapsed, 1), "samples_per_ray": round(scores.get("samples_per_ray", 0.0), 2),
-               "device": device, "occupied": round(float(teacher.grid.mask.float().mean()), 4)}
+               "device": device, "occupied": round(float(teacher.grid.mask.float().mean()), 4),
+               "loss_first": float(np.mean(losses[:10])) if losses else None,
+               "loss_last": float(np.mean(losses[-10:])) if losses else None}
     write_json_atomic(out / "summary.json", {**summary, "config": asdict(config)})
     return summary
 
