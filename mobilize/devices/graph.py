@@ -30,6 +30,7 @@ class Layer:
     bottoms: list[str]
     tops: list[str]
     params: dict = field(default_factory=dict)
+    raw: list[str] = field(default_factory=list)  # the param tokens as written
 
 
 @dataclass
@@ -44,6 +45,8 @@ class LayerCost:
     weight_bytes: float  # weights read
     ops: int  # kernel dispatches (a group convolution runs one per group)
     out_shape: list[int]
+    in_shapes: list[list[int]] = field(default_factory=list)
+    attrs: dict = field(default_factory=dict)  # convolution geometry: cin, cout, k, s, group
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,8 +90,9 @@ def read_param(path: Path | str) -> list[Layer]:
         if len(parts) < 4:
             continue
         nb, nt = int(parts[2]), int(parts[3])
-        layers.append(Layer(parts[0], parts[1], parts[4:4 + nb], parts[4 + nb:4 + nb + nt],
-                            parse_params(parts[4 + nb + nt:])))
+        tokens = parts[4 + nb + nt:]
+        layers.append(Layer(parts[0], parts[1], parts[4:4 + nb], parts[4 + nb:4 + nb + nt], parse_params(tokens),
+                            tokens))
     if not layers:
         raise BadInput(f"'{path}' declares no layers")
     return layers
@@ -202,9 +206,9 @@ def classify(layer: Layer, in_shape: Sequence[int]) -> tuple[str, int]:
         rows = int(in_shape[-2]) if len(in_shape) >= 2 else 1
         if t == "InnerProduct" and len(in_shape) >= 3:
             rows = 1  # flattens a C,H,W blob into one vector
-        return ("gemm" if rows > 1 else "gemv"), 1
+        return ("conv1x1" if rows > 1 else "gemv"), 1
     if t in ("MultiHeadAttention", "SDPA"):
-        return "gemm", 1
+        return "conv1x1", 1
     return "elementwise", 1
 
 
@@ -253,6 +257,16 @@ def weight_bytes(layer: Layer) -> float:
     return 0.0
 
 
+def conv_attrs(layer: Layer, ins: list[list[int]]) -> dict:
+    p = layer.params
+    if "onvolution" not in layer.type:
+        return {}
+    cin = ins[0][0] if ins and len(ins[0]) >= 3 else 0
+    kw = int(p.get(1, 0))
+    return {"cin": int(cin), "cout": int(p.get(0, 0)), "k": kw, "kh": int(p.get(11, kw)), "s": int(p.get(3, 1)),
+            "group": int(p.get(7, 1)) if "DepthWise" in layer.type else 1, "int8": bool(p.get(8, 0))}
+
+
 def layer_costs(layers: list[Layer], shapes: dict[str, list[int]]) -> list[LayerCost]:
     costs = []
     for layer in layers:
@@ -261,7 +275,7 @@ def layer_costs(layers: list[Layer], shapes: dict[str, list[int]]) -> list[Layer
         kind, ops = classify(layer, ins[0] if ins else [])
         moved = 0.0 if kind == "free" else F32 * (sum(_numel(s) for s in ins) + sum(_numel(s) for s in outs))
         costs.append(LayerCost(layer.name, layer.type, kind, layer_macs(layer, ins, outs), moved,
-                               weight_bytes(layer), ops, outs[0] if outs else []))
+                               weight_bytes(layer), ops, outs[0] if outs else [], ins, conv_attrs(layer, ins)))
     return costs
 
 

@@ -95,7 +95,7 @@ def measure_ncnn(param: Path | str, input_shapes: dict[str, list[int]], threads:
 
     base = _rss_mb()
     net, pools = ncnn_bench_net(Path(param), Path(weights) if weights else None, threads)
-    mats = {k: ncnn.Mat(np.full(v, 0.01, np.float32)) for k, v in input_shapes.items()}
+    mats = {k: ncnn.Mat(np.full(v, 0.01, np.float32)).clone() for k, v in input_shapes.items()}  # owned memory
     outputs = list(net.output_names())
 
     def step():

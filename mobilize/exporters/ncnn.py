@@ -110,7 +110,9 @@ class NcnnExporter(Exporter):
         if bad:
             bad.sort(key=lambda op: op.startswith("pnnx."))  # the real op first, pnnx's wrappers last
             raise Unsupported(f"the op {', '.join(bad)} has no ncnn layer (pnnx left it unconverted)",
-                              target="ncnn", op=bad[0])
+                              target="ncnn", op=bad[0],
+                              hint="ncnn tensors have at most 4 dims besides batch; rewrite that part, "
+                                   "e.g. attention as nn.MultiheadAttention, or choose another target")
         ins, outs = graph_io(layers)
         ins, outs = _order(ins, "in"), _order(outs, "out")
         if len(ins) != len(spec.inputs) or len(outs) != len(spec.outputs):

@@ -6,6 +6,7 @@ and ONNX sources alike. Each rewrite returns how many nodes it changed.
 - erf_polynomial: Erf becomes a TensorFlow "Flex" op that neither TFLite's builtin
   interpreter nor TF.js can run. Replaced by Abramowitz & Stegun 7.1.26 (max error 1.5e-7),
   built from Abs, Sign, Exp and arithmetic (about 5e-7 once evaluated in float32).
+- grouped_conv_split: TF.js has no grouped Conv2D; one Conv per group, then Concat.
 - channel_shuffle_as_gather: see the function; onnx2tf turns the depthwise conv after a
   ShuffleNet channel shuffle into a grouped Conv2D, which TF.js cannot run.
 - safe_node_names (housekeeping): onnx2tf cannot save names such as "/stages/stages.2/Conv".
@@ -192,6 +193,64 @@ def channel_shuffle_as_gather(model) -> int:
     del model.graph.node[:]
     model.graph.node.extend(new)
     return len(replace)
+
+
+@register("grouped_conv_split", {"onnx2tf"})
+def grouped_conv_split(model) -> int:
+    """A grouped (not depthwise) Conv becomes Split + one Conv per group + Concat. TF.js has no
+    grouped Conv2D ("depth of input (32) must match input depth for filter 8"), and onnx2tf
+    emits one for every group count it does not recognise as depthwise."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    namer = _Namer(model, "gconv")
+
+    def is_grouped(node) -> bool:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        w = inits.get(node.input[1]) if len(node.input) > 1 else None
+        if group <= 1 or w is None or len(w.dims) != 4:
+            return False
+        return w.dims[1] > 1  # one input channel per group is depthwise: leave it
+
+    def build(node):
+        group = next(a.i for a in node.attribute if a.name == "group")
+        w = numpy_helper.to_array(inits[node.input[1]])
+        b = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else None
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name != "group"}
+        parts = [namer("part") for _ in range(group)]
+        split = helper.make_node("Split", [node.input[0], _int64s(model, namer, [w.shape[1]] * group)], parts,
+                                 name=namer("Split"), axis=1)
+        nodes, outs = [split], []
+        per = w.shape[0] // group
+        for g, part in enumerate(parts):
+            ins = [part, _const(model, namer, w[g * per:(g + 1) * per], "w")]
+            if b is not None:
+                ins.append(_const(model, namer, b[g * per:(g + 1) * per], "b"))
+            outs.append(namer("out"))
+            nodes.append(helper.make_node("Conv", ins, [outs[-1]], name=namer("Conv"), **attrs))
+        nodes.append(helper.make_node("Concat", outs, [node.output[0]], name=namer("Concat"), axis=1))
+        return nodes
+
+    graph = model.graph
+    new_nodes, count = [], 0
+    for node in graph.node:
+        if node.op_type == "Conv" and is_grouped(node):
+            new_nodes.extend(build(node))
+            count += 1
+        else:
+            new_nodes.append(node)
+    if count:
+        del graph.node[:]
+        graph.node.extend(new_nodes)
+    return count
+
+
+def _int64s(model, namer, values) -> str:
+    from onnx import numpy_helper
+
+    name = namer("split")
+    model.graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
+    return name
 
 
 _SAFE = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")

@@ -1,5 +1,7 @@
 """TF.js: onnx2tf's SavedModel -> tensorflowjs_converter -> graph model, weights in 4 MB shards.
 
+The converter runs through `_tfjs_convert`, which fixes its bias-add fusion bug.
+
 The converter runs in a subprocess. With --fp16 the weights are stored as float16
 (`--quantize_float16`); TF.js dequantizes them on load and computes in float32.
 """
@@ -63,7 +65,7 @@ class TFJSExporter(Exporter):
         work = ctx.scratch / "tfjs"
         if work.exists():
             shutil.rmtree(work)
-        cmd = [sys.executable, "-m", "tensorflowjs.converters.converter",
+        cmd = [sys.executable, "-m", "mobilize.exporters._tfjs_convert",
                "--input_format=tf_saved_model", "--output_format=tfjs_graph_model",
                "--signature_name=serving_default", "--saved_model_tags=serve",
                f"--weight_shard_size_bytes={SHARD_BYTES}"]

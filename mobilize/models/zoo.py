@@ -292,6 +292,65 @@ def batchnorm_stats():
     return m
 
 
+# -- Residual blocks (ResNet style) --------------------------------------------------------
+class ResidualBlock(nn.Module):
+    """Pre-activation residual block: the second conv has no bias and feeds the add directly."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(c)
+        self.conv1 = conv_bn(c, c, 3, act=nn.ReLU)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return self.conv2(self.conv1(F.relu(self.bn(x)))) + x  # conv first: the order that triggered the bug
+
+
+class ResNetTiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_bn(3, 16, 3, 2, act=nn.ReLU)
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.blocks = nn.Sequential(ResidualBlock(16), ResidualBlock(16))
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.blocks(self.pool(self.stem(x)))).mean((2, 3)))
+
+
+@zoo_model((1, 3, 48, 48))
+def resnet_tiny():
+    """ResNet style: residual adds after conv+BN (TF.js's converter once fused them as biases)."""
+    return ResNetTiny()
+
+
+# -- Grouped and dilated convolutions, PReLU, ceil-mode pooling ---------------------------
+class GroupedDilated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.act = nn.PReLU(16)
+        self.dilated = nn.Conv2d(16, 16, 3, padding=2, dilation=2)
+        self.grouped = nn.Conv2d(16, 32, 3, padding=1, groups=4)
+        self.act2 = nn.PReLU()
+        self.pool = nn.AvgPool2d(3, 2, ceil_mode=True)
+        self.head = nn.Conv2d(32, 6, 1)
+
+    def forward(self, x):
+        x = self.act(self.stem(x))
+        x = self.act2(self.grouped(F.relu(self.dilated(x))))
+        return self.head(self.pool(x))
+
+
+@zoo_model((1, 3, 26, 26))
+def grouped_dilated_prelu():
+    """Grouped (not depthwise) and dilated convs, PReLU, AvgPool2d(ceil_mode=True)."""
+    m = GroupedDilated()
+    with torch.no_grad():
+        m.act.weight.uniform_(0.05, 0.5)
+    return m
+
+
 def example_network():
     """The demo's example: a small MobileNetV2-style classifier."""
     return mobilenet_v2_tiny()

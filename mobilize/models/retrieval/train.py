@@ -190,6 +190,7 @@ def train(config: TrainConfig, reporter=None) -> dict:
             triplet = BatchHardTriplet(cfg.triplet_margin) if cfg.triplet_weight > 0 else None
             students.append(Student(net, head, triplet, cfg.triplet_weight))
         cohort = Cohort(students, cfg.mutual_weight, cfg.mutual_temperature).to(env.device)
+        cohort = cohort.to(memory_format=torch.channels_last)  # ~30% faster depthwise convs on CPU
         optimizer = torch.optim.AdamW(_param_groups(cohort, cfg.weight_decay), lr=cfg.lr)
 
         start_epoch, step, history = 0, 0, []
@@ -236,7 +237,7 @@ def train(config: TrainConfig, reporter=None) -> dict:
                 x = images[idx_t].float().div_(255.0)
                 x = augment_batch(x, aug, g)
                 x = (x - mean) / std
-                x = random_erasing(x, aug, g).to(env.device)
+                x = random_erasing(x, aug, g).to(env.device).contiguous(memory_format=torch.channels_last)
                 y = labels_t[idx_t].to(env.device)
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(step, total_steps, warmup, cfg.lr)
