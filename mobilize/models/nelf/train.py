@@ -183,9 +183,12 @@ def train(config: NelfTrainConfig, reporter=None) -> dict:
 
     teacher_sha = sha256_file(teacher_path)
     pseudo_dir = Path(config.pseudo_dir) if config.pseudo_dir else out / "pseudo"
+    pseudo_seconds = 0.0
     if config.distill_steps:
+        start = time.perf_counter()
         with log.step(f"pseudo-data: {config.pseudo_images} teacher renders in {pseudo_dir}"):
             pseudo.generate(pseudo_dir, teacher, data, teacher_sha, config.pseudo_images, config.seed, device, log)
+        pseudo_seconds = time.perf_counter() - start
         pseudo_images, pseudo_poses = pseudo.load(pseudo_dir, config.pseudo_images)
     del teacher
 
@@ -274,6 +277,7 @@ def train(config: NelfTrainConfig, reporter=None) -> dict:
         "flops_per_pixel": round(cost["per_pixel"], 1), "flops_per_frame": cost["per_frame"],
         "parameters": student.parameter_count(), "weights_mb": round(student.parameter_count() * 4 / 2 ** 20, 3),
         "depth": shape.depth, "scale": shape.scale, "train_seconds": round(elapsed, 1),
+        "pseudo_seconds": round(pseudo_seconds, 1),
         "pseudo_images": config.pseudo_images if config.distill_steps else 0, "device": device,
         **{k: v for k, v in metrics.items() if "_loss_" in k},
     }
