@@ -30,7 +30,7 @@ class EvalConfig:
     vote_temperature: float = field(default=0.1, metadata={"help": "voting weight exp((s - s_best) / T)"})
     backend: str = field(default="auto", metadata={"help": "exact search: numpy, faiss or auto (faiss when installed)",
                                                    "choices": ["auto", "numpy", "faiss"]})
-    threads: int = field(default=0, metadata={"help": "runtime threads (0: its default)"})
+    threads: int = field(default=0, metadata={"help": "runtime threads, torch's too for a checkpoint (0: default)"})
     target: str | None = field(default=None, metadata={"cli": False})
 
 
@@ -83,6 +83,10 @@ def evaluate(source, config: EvalConfig, target: str | None = None, reporter=Non
     with open_predictor(source, target, threads=config.threads or None) as predictor:
         if predictor.family not in (None, "retrieval"):
             raise BadInput(f"'{source}' is a {predictor.family} model, not a retrieval model")
+        if config.threads and predictor.kind == "torch":
+            import torch
+
+            torch.set_num_threads(config.threads)
         q_emb, q_ms = embed_files(predictor, queries.paths, reporter, "embedding queries")
         g_emb, g_ms = embed_files(predictor, gallery.paths, reporter, "embedding gallery")
         kind = predictor.kind

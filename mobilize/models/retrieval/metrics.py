@@ -77,5 +77,5 @@ def accuracy_calculator_metrics(queries: np.ndarray, query_labels, gallery: np.n
     keep = torch.isin(ql, gl)  # PML counts queries without a match as zero; ranking_metrics drops them
     calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"), k="max_bin_count",
                               device=torch.device("cpu"), knn_func=CustomKNN(CosineSimilarity()))
-    acc = calc.get_accuracy(q[keep], g, ql[keep], gl, ref_includes_query=False)
+    acc = calc.get_accuracy(q[keep], ql[keep], g, gl, ref_includes_query=False)
     return {"recall@1": float(acc["precision_at_1"]), "map@r": float(acc["mean_average_precision_at_r"])}

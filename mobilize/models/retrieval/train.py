@@ -40,7 +40,10 @@ class TrainConfig:
         "help": "splits to train on, comma-separated; a missing 'catalog' is skipped"})
     val_split: str = field(default="val", metadata={
         "help": "queries for the progress check (gallery = training splits); '' or a missing split skips it"})
-    input_size: int = field(default=160, metadata={"help": "square input side in pixels"})
+    input_size: int = field(default=160, metadata={"help": "square input side of the deployed model, pixels"})
+    train_size: int = field(default=0, metadata={
+        "help": "side of the training crops (0: --input-size); smaller is faster, and random-resized crops "
+                "make objects look larger in training than at test time, so a larger test size helps (FixRes)"})
     width: float = field(default=0.75, metadata={"help": "backbone width multiplier"})
     embedding_dim: int = field(default=128, metadata={"help": "embedding dimension D"})
     attention: str = field(default="spatial", metadata={"help": "attention on the last feature map",
@@ -71,6 +74,7 @@ class TrainConfig:
     def validate(self) -> None:
         checks = [
             (self.input_size >= 32, "--input-size must be at least 32"),
+            (self.train_size == 0 or self.train_size >= 32, "--train-size must be 0 or at least 32"),
             (self.width > 0, "--width must be positive"),
             (self.embedding_dim >= 2, "--embedding-dim must be at least 2"),
             (self.epochs >= 1, "--epochs must be at least 1"),
@@ -207,11 +211,14 @@ def train(config: TrainConfig, reporter=None) -> dict:
             history = list(ckpt.get("history", []))
             reporter(f"resuming {out} at epoch {start_epoch}")
 
-        images = torch.from_numpy(load_images(train_set.paths, cfg.input_size, reporter if env.is_main else None,
+        train_size = cfg.train_size or cfg.input_size
+        images = torch.from_numpy(load_images(train_set.paths, train_size, reporter if env.is_main else None,
                                               "decoding training images"))
-        val_images = None
-        if val_set is not None and env.is_main:
+        val_images = gallery_images = None
+        if val_set is not None and env.is_main:  # the progress check sees what the deployed model sees
             val_images = load_images(val_set.paths, cfg.input_size, reporter, "decoding val images")
+            gallery_images = images if train_size == cfg.input_size else load_images(
+                train_set.paths, cfg.input_size, reporter, "decoding gallery images")
 
         model = wrap_ddp(cohort, env)
         sampler = PKSampler(labels, cfg.classes_per_batch, cfg.samples_per_class, cfg.seed, env.rank)
@@ -258,7 +265,7 @@ def train(config: TrainConfig, reporter=None) -> dict:
             last = epoch + 1 == cfg.epochs
             if env.is_main and val_images is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
                 net = unwrap(model).students[0].net
-                gallery = embed_uint8(net, images)
+                gallery = embed_uint8(net, gallery_images)
                 queries = embed_uint8(net, val_images)
                 names = classes + sorted(set(val_set.labels) - set(classes))
                 metrics = embedding_metrics(queries, val_set.label_ids(names), gallery, train_set.label_ids(names))
