@@ -198,7 +198,7 @@ def classify(layer: Layer, in_shape: Sequence[int]) -> tuple[str, int]:
         if group > 1 and group == cout and (cin in (0, group)):
             return ("dwconv_int8" if int8 else "dwconv"), 1
         if int8:
-            return "conv_int8", group
+            return ("conv3x3_int8" if kw == kh == 3 and sw == sh == 1 and dil == 1 else "conv_int8"), group
         if t.startswith("Deconvolution"):
             return "conv", group
         return _conv_kind(cin // group if cin else 16, cout // group, kw, kh, sw, sh, dil), group

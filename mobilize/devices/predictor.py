@@ -1,17 +1,22 @@
 """The ncnn latency predictor: a per-layer cost model with one price per kind of kernel.
 
-A layer costs `price[kind] * MACs + price["bytes"] * bytes moved + price["layer"]`, and a
-model costs the sum over its layers; `kind` is which ncnn kernel runs it (winograd 3x3,
-1x1 sgemm, depthwise, int8, fully connected, ...), because a multiply-accumulate in a
-depthwise convolution costs several times one in a winograd convolution on the same core.
-Summing per layer is what lets the predictor price an architecture it has never seen.
+A layer costs `price[kind] * MACs * efficiency + price["bytes"] * bytes moved +
+price["layer"] * dispatches`, and a model costs the sum over its layers. `kind` is the
+kernel ncnn runs (winograd 3x3, 1x1 sgemm, depthwise, int8, ...), because a
+multiply-accumulate in a depthwise convolution costs several times one in a winograd
+convolution on the same core; a fully connected layer at batch 1 is priced by the weight
+bytes it must read. `efficiency` corrects for shape the way nn-Meter's kernel predictors do:
+a GEMM with few output channels, or a tile grid over a 7x7 map, runs below the kind's typical
+speed. It is exp(b . z) with z = (log cin/64, log cout/64, log HW/784) and exponents b per kind
+shared by all devices (fitted on every published device at once); only the prices are
+per device. Summing per layer is what lets the predictor price an architecture it has never
+seen.
 
 Prices are fitted in log space (relative error is what matters from a 15 ms model to a 2 s
 one), and shrunk towards a prior: a device measured on only five models cannot pin down a
 dozen prices, so each price stays near the prior's, scaled by one free device factor, unless
-the measurements say otherwise. The prior of the shipped Android profiles is all the
-published low-end devices fitted together (one shared set of relative prices, one speed
-factor per device); see `benchmarks/fit_profiles.py`.
+the measurements say otherwise. See `benchmarks/fit_profiles.py` for how the shipped profiles
+are made.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .graph import Graph
+from .graph import Graph, LayerCost
 
-MAC_KINDS = ("conv3x3_winograd", "conv1x1", "gemm", "conv", "dwconv", "conv_int8", "dwconv_int8")
+MAC_KINDS = ("conv3x3_winograd", "conv1x1", "conv", "dwconv", "conv3x3_int8", "conv_int8", "dwconv_int8")
 PRICES = MAC_KINDS + ("gemv_weight_bytes", "bytes", "layer")
+Z_REF = (64.0, 64.0, 784.0)  # cin, cout, output H*W at which efficiency is 1
 
 # what one unit of each price is, for people reading a profile
 UNITS = {k: "ms per MAC" for k in MAC_KINDS} | {
@@ -32,23 +38,40 @@ UNITS = {k: "ms per MAC" for k in MAC_KINDS} | {
     "bytes": "ms per activation byte read or written", "layer": "ms per kernel dispatch"}
 
 
-def layer_quantities(c) -> dict[str, float]:
-    """The priced quantities of one analysed layer."""
+def shape_z(c: LayerCost) -> np.ndarray:
+    """(log cin/64, log cout/64, log HW/784) of a MAC layer; per group for group convolutions."""
+    a = c.attrs
+    if c.type in ("Gemm", "MatMul", "MultiHeadAttention", "InnerProduct", "SDPA"):
+        x = c.in_shapes[0] if c.in_shapes else [1]
+        cin, cout = x[-1] if x else 1, c.out_shape[-1] if c.out_shape else 1
+        hw = x[-2] if len(x) >= 2 else 1
+    else:
+        g = max(1, a.get("group", 1))
+        depthwise = c.kind.startswith("dwconv")
+        cin = 1 if depthwise else a.get("cin", 1) // g
+        cout = a.get("cout", 1) // (1 if depthwise else g)
+        hw = int(np.prod(c.out_shape[1:])) if len(c.out_shape) > 1 else 1
+    return np.log(np.maximum([cin, cout, hw], 1) / np.asarray(Z_REF))
+
+
+def layer_quantities(c: LayerCost, efficiency: dict | None = None) -> dict[str, float]:
+    """The priced quantities of one analysed layer (MACs already scaled by shape efficiency)."""
     q = {"bytes": c.bytes, "layer": float(c.ops)}
     if c.kind in MAC_KINDS:
-        q[c.kind] = c.macs
+        b = (efficiency or {}).get(c.kind)
+        q[c.kind] = c.macs * (float(np.exp(np.dot(b, shape_z(c)))) if b else 1.0)
     elif c.kind == "gemv":
         q["gemv_weight_bytes"] = c.weight_bytes
     return q
 
 
-def features(graph: Graph) -> dict[str, float]:
+def features(graph: Graph, efficiency: dict | None = None) -> dict[str, float]:
     """How much of each priced quantity a graph holds."""
     f = dict.fromkeys(PRICES, 0.0)
     for c in graph.layers:
         if c.kind == "free":
             continue
-        for k, v in layer_quantities(c).items():
+        for k, v in layer_quantities(c, efficiency).items():
             f[k] += v
     return f
 
@@ -61,13 +84,19 @@ def predict(prices: dict[str, float], feats: dict[str, float]) -> float:
     return float(sum(prices.get(k, 0.0) * feats.get(k, 0.0) for k in PRICES))
 
 
-def layer_breakdown(prices: dict[str, float], graph: Graph) -> list[dict]:
+def predict_graph(predictor: dict, graph: Graph) -> float:
+    """Predicted latency (ms) of a graph with a profile's predictor record."""
+    return predict(predictor["prices"], features(graph, predictor.get("efficiency")))
+
+
+def layer_breakdown(prices: dict[str, float], graph: Graph, predictor: dict | None = None) -> list[dict]:
     """Each layer's predicted share, in ms (Qualcomm AI Hub's per-layer view, predicted)."""
+    eff = (predictor or {}).get("efficiency")
     rows = []
     for c in graph.layers:
         if c.kind == "free":
             continue
-        ms = sum(prices.get(k, 0.0) * v for k, v in layer_quantities(c).items())
+        ms = sum(prices.get(k, 0.0) * v for k, v in layer_quantities(c, eff).items())
         rows.append({"name": c.name, "type": c.type, "kind": c.kind, "macs": c.macs, "bytes": c.bytes, "ms": ms})
     return rows
 

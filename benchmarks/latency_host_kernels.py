@@ -1,0 +1,56 @@
+"""Time every layer of the benchncnn architectures on this machine, one layer at a time.
+
+The kernel-level data behind the shape-aware kernel model (see mobilize/devices/kernels.py):
+what a layer of a given shape costs on one core, measured as the minimum over repeats.
+
+    .venv/bin/python benchmarks/latency_host_kernels.py [--passes 2]
+        -> benchmarks/results/latency-host-kernels.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mobilize.devices.calibrate import benchncnn_input_shapes  # noqa: E402
+from mobilize.devices.graph import analyse  # noqa: E402
+from mobilize.devices.kernels import KernelTimer, time_graph_layers  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "benchncnn"
+OUT = ROOT / "benchmarks" / "results" / "latency-host-kernels.json"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--passes", type=int, default=2, help="independent passes; the minimum per layer is kept")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args()
+    params = sorted(DATA.glob("*.param"))
+    graphs = {p.stem: analyse(p, benchncnn_input_shapes(p)) for p in params}
+    best: dict = {}
+    for i in range(args.passes):
+        timer = KernelTimer()
+        for p in params:
+            t = time.time()
+            times = time_graph_layers(p, graphs[p.stem], timer)
+            for layer, ms in times.items():
+                prev = best.setdefault(p.stem, {}).get(layer)
+                best[p.stem][layer] = ms if prev is None else min(prev, ms)
+            print(f"pass {i} {p.stem:22s} sum {sum(times.values()):9.2f} ms ({time.time() - t:.1f} s)", flush=True)
+        timer.close()
+    result = {"what": "per-layer latency (ms) on this machine, 1 thread, fp32, min over repeats and passes",
+              "date": time.strftime("%Y-%m-%d"), "passes": args.passes,
+              "layer_ms": {m: {k: round(v, 5) for k, v in d.items()} for m, d in best.items()},
+              "sum_ms": {m: round(sum(d.values()), 3) for m, d in best.items()}}
+    Path(args.out).write_text(json.dumps(result, indent=0) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""mobilize check: will a model meet its latency budget on a device?"""
+
+from __future__ import annotations
+
+from ._output import print_json, reporter
+
+NAME = "check"
+ORDER = 40
+HELP = "latency of an artifact (or an ncnn .param) on a device profile, against a budget"
+DESCRIPTION = """Check TARGET's latency on DEVICE against a budget.
+
+TARGET is an artifact directory (from `mobilize export`) or a bare ncnn .param file (the
+architecture alone is enough for a prediction). DEVICE is a profile name or a profile .json:
+  android-lowend, android-lowend-1t   predicted from the ncnn graph (Cortex-A53 class phone)
+  browser-lowend, browser-desktop     measured in headless Chromium (TF.js wasm/webgl, onnxruntime-web)
+  host                                measured on this machine (ncnn, ONNX Runtime, LiteRT, TF.js)
+Results are stored in the artifact's manifest.json under "checks"."""
+EPILOG = """examples:
+  mobilize check artifacts/det --device android-lowend --fps 30
+  mobilize check artifacts/det --device browser-lowend --budget-ms 100 --json
+  mobilize check model.ncnn.param --device android-lowend-1t --input-shape 1,3,224,224
+  mobilize check artifacts/det --device my-phone.json --fps 15
+
+exit codes: 0 within budget (or no budget given); 1 over budget on some runtime; 2 bad input;
+3 a runtime or the browser failed (rerun with --debug)."""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("target", metavar="TARGET", help="artifact directory or ncnn .param file")
+    p.add_argument("--device", "-d", required=True, metavar="PROFILE", help="profile name or path to a profile .json")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--budget-ms", type=float, metavar="N", help="latency budget in milliseconds")
+    g.add_argument("--fps", type=float, metavar="F", help="frame-rate budget (budget = 1000/F ms)")
+    p.add_argument("--input-shape", action="append", metavar="SHAPE",
+                   help="input shape for a bare .param that does not state it (e.g. 1,3,224,224); once per input")
+    p.add_argument("--threads", type=int, help="threads for measured runtimes (default: the profile's)")
+    p.add_argument("--runtime", action="append", metavar="R",
+                   help="only these runtimes (host: ncnn, onnx, tflite, tfjs; browser: tfjs-wasm, tfjs-webgl, onnx)")
+    p.add_argument("--no-store", dest="store", action="store_false", help="do not write the result into the manifest")
+
+
+def run(args) -> int:
+    from ..devices import check
+
+    result = check(args.target, args.device, args.budget_ms, args.fps, input_shapes=args.input_shape,
+                   threads=args.threads, runtimes=args.runtime, store=args.store, reporter=reporter(args))
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(check_table(result))
+        for r in result.rows:
+            if r.get("error"):
+                print(f"{r['runtime']}: {r['error']}")
+    return result.exit_code()
+
+
+def check_table(result) -> str:
+    from .._ui import table
+
+    rows = []
+    for r in result.rows:
+        if "latency_ms" not in r:
+            rows.append([result.device, r["runtime"], "-", "-", "-", "error"])
+            continue
+        if r.get("method") == "predicted":
+            latency = f"{r['latency_ms']:.1f} ({r['low_ms']:.1f}-{r['high_ms']:.1f}) predicted"
+        else:
+            latency = f"{r['latency_ms']:.1f} (p90 {r['p90_ms']:.1f})"
+        budget = "-" if result.budget_ms is None else f"{result.budget_ms:.1f}"
+        fps = 1000.0 / r["latency_ms"] if r["latency_ms"] > 0 else None
+        rows.append([result.device, r["runtime"], latency, f"{fps:.1f}" if fps else "-", budget, r.get("verdict", "-")])
+    return table(rows, ["device", "runtime", "latency ms", "fps", "budget ms", "verdict"])
