@@ -39,14 +39,14 @@ DATA = REPO.parent / "shared" / "data" / "lego-100"
 
 TEACHER = dict(steps=4000, batch_rays=2048, levels=12, log2_table=15, max_res=256, hidden=64, grid_res=64,
                max_samples=192, val_every=500)
-PSEUDO_IMAGES = 2000
+PSEUDO_IMAGES = 1000
 STUDENTS = {
     # quality-first: MobileR2L-style, rays at 50x50, x2 learned upsampling
-    "student": dict(scale=2, hidden=128, blocks=8, points=16, freqs=6, up_channels=32, distill_steps=6000,
-                    finetune_steps=2000, batch_rays=4096, lr=1e-3, finetune_lr=3e-4),
+    "student": dict(scale=2, hidden=128, blocks=8, points=16, freqs=6, up_channels=32, distill_steps=10000,
+                    finetune_steps=3000, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
     # the phone variant: rays at 25x25, x4 upsampling, inside the Snapdragon 410 budget
-    "student-lowres": dict(scale=4, hidden=96, blocks=6, points=8, freqs=6, up_channels=16, distill_steps=6000,
-                           finetune_steps=2000, batch_rays=4096, lr=1e-3, finetune_lr=3e-4),
+    "student-lowres": dict(scale=4, hidden=96, blocks=6, points=8, freqs=6, up_channels=16, distill_steps=10000,
+                           finetune_steps=3000, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
 }
 CHECKPOINT_NAMES = {"teacher": "nerf-lego.pt", "student": "nelf-lego.pt", "student-lowres": "nelf-lego-lowres.pt"}
 

@@ -38,8 +38,8 @@ def demo(workdir: Path, reporter) -> dict:
                                          ckpt_every=200), reporter)
     student = train_nelf(NelfTrainConfig(data=str(data), teacher=str(workdir / "teacher"),
                                          out=str(workdir / "student"), pseudo_images=100, distill_steps=600,
-                                         finetune_steps=200, batch_rays=2048, hidden=64, blocks=4, points=8, freqs=5,
-                                         ckpt_every=200), reporter)
+                                         finetune_steps=200, batch_rays=2048, lr=2e-3, finetune_lr=1e-3, hidden=64,
+                                         blocks=4, points=8, freqs=5, ckpt_every=200), reporter)
     manifest = export(student["checkpoint"], "all", workdir / "artifact", reporter=reporter)
     cfg = ViewEvalConfig(data=str(data), split="val")
     rows = []

@@ -33,8 +33,11 @@ def _chunk_path(root: Path, k: int) -> Path:
 
 
 def generate(root: Path, teacher, data: dict, teacher_sha: str, count: int, seed: int, device: str,
-             reporter) -> Path:
-    """Make sure `root` holds at least `count` pseudo images; render what is missing."""
+             reporter, descending: bool = False) -> Path:
+    """Make sure `root` holds at least `count` pseudo images; render what is missing.
+
+    A chunk another process finished meanwhile is skipped, so two processes (one with
+    `descending=True`) can fill one cache from both ends."""
     import torch
 
     from ...data.blender import random_poses
@@ -49,6 +52,8 @@ def generate(root: Path, teacher, data: dict, teacher_sha: str, count: int, seed
                            "pass another --pseudo-dir, or delete that one")
     chunks = (count + CHUNK - 1) // CHUNK
     missing = [k for k in range(chunks) if not _chunk_path(root, k).is_file()]
+    if descending:
+        missing.reverse()
     tmp_meta = meta_path.with_name(f".meta.json.tmp-{os.getpid()}")
     tmp_meta.write_text(json.dumps({**meta, "count": max(count, _count_on_disk(root))}, indent=2))
     tmp_meta.replace(meta_path)
@@ -60,6 +65,9 @@ def generate(root: Path, teacher, data: dict, teacher_sha: str, count: int, seed
     bar = reporter.bar(total=total, iterable=None, desc="pseudo-data", unit="img", mininterval=2.0)
     try:
         for k in missing:
+            if _chunk_path(root, k).is_file():
+                bar.update(CHUNK)
+                continue
             rng = np.random.default_rng([seed, k])
             poses = random_poses(rng, CHUNK, data["radius"])
             images = []

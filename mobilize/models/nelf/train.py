@@ -37,8 +37,8 @@ class NelfTrainConfig:
     finetune_steps: int = field(default=1000, metadata={"help": "stage 2 steps (real training images)"})
     batch_rays: int = field(default=4096, metadata={"help": "rays per step (scale > 1: whole frames of this many "
                                                             "low-resolution rays)"})
-    lr: float = field(default=5e-4, metadata={"help": "Adam learning rate of stage 1 (decays 10x)"})
-    finetune_lr: float = field(default=2e-4, metadata={"help": "Adam learning rate of stage 2 (decays 10x)"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate of stage 1 (decays 10x)"})
+    finetune_lr: float = field(default=3e-4, metadata={"help": "Adam learning rate of stage 2 (decays 10x)"})
     points: int = field(default=16, metadata={"help": "points per ray (K)"})
     freqs: int = field(default=6, metadata={"help": "positional encoding frequencies (L)"})
     hidden: int = field(default=128, metadata={"help": "network width"})
