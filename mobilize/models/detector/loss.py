@@ -52,7 +52,7 @@ def atss_assign(points, strides, level_sizes, gt_boxes, anchor_scale: float = 5.
     """Index of the assigned ground-truth box per location, -1 for background."""
     n, m = points.shape[0], gt_boxes.shape[0]
     if m == 0:
-        return torch.full((n,), -1, dtype=torch.long)
+        return torch.full((n,), -1, dtype=torch.long, device=points.device)
     half = (strides * anchor_scale / 2)[:, None]
     anchors = torch.cat([points - half, points + half], 1)
     ious = box_iou(anchors, gt_boxes)  # [N, M]
@@ -69,8 +69,8 @@ def atss_assign(points, strides, level_sizes, gt_boxes, anchor_scale: float = 5.
     px, py = points[cand, 0], points[cand, 1]  # [K, M]
     inside = torch.stack([px - gt_boxes[:, 0], py - gt_boxes[:, 1], gt_boxes[:, 2] - px, gt_boxes[:, 3] - py]).amin(0) > 0.01
     pos = (cand_iou >= thr[None]) & inside
-    overlaps = torch.full((n, m), -1.0)
-    gt_idx = torch.arange(m).expand_as(cand)
+    overlaps = torch.full((n, m), -1.0, dtype=ious.dtype, device=ious.device)
+    gt_idx = torch.arange(m, device=cand.device).expand_as(cand)
     overlaps[cand[pos], gt_idx[pos]] = cand_iou[pos]
     best, arg = overlaps.max(1)
     return torch.where(best >= 0, arg, torch.full_like(arg, -1))
