@@ -1,9 +1,9 @@
 """Measure this machine on the benchncnn architectures (empty weights, the benchncnn way).
 
-These measurements calibrate the `host` profile's ncnn predictor (and are the host side of
-the Android calibration). Rounds are interleaved so a burst of load from other processes
-hits every model a little rather than one model a lot; the figure kept per model is the
-median over rounds of each round's median.
+These measurements calibrate the `host` profile's ncnn predictor. Rounds are interleaved so a burst of load from other processes
+hits every model a little rather than one model a lot. Each round records its median and its
+fastest run; on a machine shared with other jobs, which only ever add time, the fastest run
+over all rounds is the stable figure (the per-round medians are kept too).
 
     .venv/bin/python benchmarks/latency_host_benchncnn.py [--rounds 3] [--threads 1 2]
         -> benchmarks/results/latency-host-benchncnn.json
@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilize.devices.calibrate import benchncnn_input_shapes  # noqa: E402
+from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.host import measure_param  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "benchncnn"
@@ -40,19 +40,22 @@ def main() -> None:
     if args.models:
         params = [p for p in params if p.stem in args.models]
     rounds: dict = {}
+    fastest: dict = {}
     for r in range(args.rounds):
         for threads in args.threads:
             for p in params:
                 shapes = benchncnn_input_shapes(p)
                 res = measure_param(p, shapes, threads=threads, warmup=3, runs=5, min_seconds=0.5, isolated=False)
                 rounds.setdefault(str(threads), {}).setdefault(p.stem, []).append(res["latency_ms"])
+                fastest.setdefault(str(threads), {}).setdefault(p.stem, []).append(res["min_ms"])
                 print(f"round {r} t{threads} {p.stem:22s} {res['latency_ms']:9.2f} ms", flush=True)
     result = {
-        "what": "benchncnn architectures on this machine: median latency (ms) over rounds of per-round medians",
+        "what": "benchncnn architectures on this machine (ms): per-round medians and fastest runs; latency_ms = median of round medians",
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": __import__("os").cpu_count(),
                     "note": "2 cores shared with other jobs; see docs/devices.md"},
         "date": time.strftime("%Y-%m-%d"),
         "rounds": rounds,
+        "fastest_run_ms": fastest,
         "latency_ms": {t: {m: round(statistics.median(v), 3) for m, v in d.items()} for t, d in rounds.items()},
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -87,7 +87,7 @@ def predict_rows(profile: Profile, graph: Graph, top: int = 5) -> list[dict]:
     prices = profile.predictor["prices"]
     ms = predict_graph(profile.predictor, graph)
     band = profile.band
-    layers = sorted(layer_breakdown(prices, graph, profile.predictor), key=lambda r: -r["ms"])[:top]
+    layers = sorted(layer_breakdown(prices, graph), key=lambda r: -r["ms"])[:top]
     return [{"runtime": "ncnn", "method": "predicted", "latency_ms": round(ms, 3),
              "low_ms": round(ms * math.exp(-band), 3), "high_ms": round(ms * math.exp(band), 3),
              "threads": profile.threads, "macs": graph.macs,

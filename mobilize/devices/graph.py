@@ -128,7 +128,7 @@ def blob_shapes(path: Path | str, input_shapes: dict[str, list[int]]) -> dict[st
     ex = net.create_extractor()
     try:
         for name, shape in input_shapes.items():
-            ex.input(name, ncnn.Mat(np.full(shape, 0.01, np.float32)))
+            ex.input(name, filled_mat(shape))
         for blob in net.blobs():
             if blob.name in shapes:
                 continue
@@ -141,6 +141,27 @@ def blob_shapes(path: Path | str, input_shapes: dict[str, list[int]]) -> dict[st
         del ex  # the extractor's blobs live in the net's allocators: release them before the net
         net.clear()
     return shapes
+
+
+def filled_mat(shape: Sequence[int], value: float = 0.01):
+    """An ncnn Mat of an ncnn shape ([c, h, w], [h, w], [w] or [c, d, h, w]) that owns its memory.
+
+    A Mat wrapping a numpy array has no reference count, and ncnn in light mode crashes when an
+    in-place first layer (a ReLU on the input) works on it; clone() of one crashed too.
+    """
+    import ncnn
+
+    dims = [int(d) for d in shape]
+    if len(dims) == 1:
+        m = ncnn.Mat(dims[0])
+    elif len(dims) == 2:
+        m = ncnn.Mat(dims[1], dims[0])
+    elif len(dims) == 3:
+        m = ncnn.Mat(dims[2], dims[1], dims[0])
+    else:
+        m = ncnn.Mat(dims[3], dims[2], dims[1], dims[0])
+    m.fill(value)
+    return m
 
 
 def _mat_shape(mat) -> list[int]:
@@ -198,7 +219,7 @@ def classify(layer: Layer, in_shape: Sequence[int]) -> tuple[str, int]:
         if group > 1 and group == cout and (cin in (0, group)):
             return ("dwconv_int8" if int8 else "dwconv"), 1
         if int8:
-            return ("conv3x3_int8" if kw == kh == 3 and sw == sh == 1 and dil == 1 else "conv_int8"), group
+            return "conv_int8", group
         if t.startswith("Deconvolution"):
             return "conv", group
         return _conv_kind(cin // group if cin else 16, cout // group, kw, kh, sw, sh, dil), group

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import BadInput, ToolFailed
+from .graph import filled_mat
 
 HOST_RUNTIMES = ("ncnn", "onnx", "tflite", "tfjs")
 
@@ -91,11 +92,10 @@ def measure_ncnn(param: Path | str, input_shapes: dict[str, list[int]], threads:
                  runs: int = 20, weights: Path | str | None = None, min_seconds: float = 0.0) -> dict:
     """Time an ncnn graph as benchncnn does; empty weights unless `weights` is given."""
     import ncnn
-    import numpy as np
 
     base = _rss_mb()
     net, pools = ncnn_bench_net(Path(param), Path(weights) if weights else None, threads)
-    mats = {k: ncnn.Mat(np.full(v, 0.01, np.float32)).clone() for k, v in input_shapes.items()}  # owned memory
+    mats = {k: filled_mat(v) for k, v in input_shapes.items()}
     outputs = list(net.output_names())
 
     def step():

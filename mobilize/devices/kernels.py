@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .graph import FREE, Graph, Layer, read_param
+from .graph import FREE, Graph, Layer, filled_mat, read_param
 
 
 def _input_line(i: int, blob: str, shape: Sequence[int]) -> str:
@@ -106,7 +106,6 @@ class KernelTimer:
 
     def _time_text(self, text: str) -> float:
         import ncnn
-        import numpy as np
 
         net = self._net(text)
         try:
@@ -118,10 +117,7 @@ class KernelTimer:
                 kv = dict(t.split("=") for t in parts[5:])
                 w, h, d, c = (int(kv.get(k, 0)) for k in ("0", "1", "11", "2"))
                 shapes.append((parts[4], [x for x in (c, d, h, w) if x] or [w]))
-            # clone: a Mat that wraps numpy memory has no refcount, and an in-place first layer in
-            # light mode then crashes ncnn
-            mats = [(name, _packed(ncnn.Mat(np.full(shape, 0.01, np.float32)).clone(), ncnn))
-                    for name, shape in shapes]
+            mats = [(name, _packed(filled_mat(shape), ncnn)) for name, shape in shapes]
             tops = [t for t in net.output_names()]
             best = float("inf")
             start = time.perf_counter()

@@ -1,22 +1,21 @@
 """The ncnn latency predictor: a per-layer cost model with one price per kind of kernel.
 
-A layer costs `price[kind] * MACs * efficiency + price["bytes"] * bytes moved +
-price["layer"] * dispatches`, and a model costs the sum over its layers. `kind` is the
-kernel ncnn runs (winograd 3x3, 1x1 sgemm, depthwise, int8, ...), because a
+A layer costs `price[kind] * MACs + price["bytes"] * bytes moved + price["layer"] *
+dispatches`, and a model costs the sum over its layers. `kind` is the kernel ncnn runs
+(winograd 3x3, 1x1 sgemm, im2col convolution, depthwise, int8, ...), because a
 multiply-accumulate in a depthwise convolution costs several times one in a winograd
 convolution on the same core; a fully connected layer at batch 1 is priced by the weight
-bytes it must read. `efficiency` corrects for shape the way nn-Meter's kernel predictors do:
-a GEMM with few output channels, or a tile grid over a 7x7 map, runs below the kind's typical
-speed. It is exp(b . z) with z = (log cin/64, log cout/64, log HW/784) and exponents b per kind
-shared by all devices (fitted on every published device at once); only the prices are
-per device. Summing per layer is what lets the predictor price an architecture it has never
-seen.
+bytes it must read. The dense kinds are split by shape, as nn-Meter prices kernels by their
+configuration: "_small" when the output map has fewer than 200 pixels (14x14 and below: few
+winograd tiles, short GEMM rows), else "_thin" when a group has fewer than 64 output channels
+(a GEMM that narrow runs well below peak). Summing per layer is what lets the predictor
+price an architecture it has never seen.
 
 Prices are fitted in log space (relative error is what matters from a 15 ms model to a 2 s
-one), and shrunk towards a prior: a device measured on only five models cannot pin down a
-dozen prices, so each price stays near the prior's, scaled by one free device factor, unless
-the measurements say otherwise. See `benchmarks/fit_profiles.py` for how the shipped profiles
-are made.
+one). A device measured on only a few models cannot pin down every price, so `fit` can shrink
+them towards a prior: each price stays near the prior's, scaled by one free device factor,
+unless the measurements say otherwise. See `benchmarks/fit_profiles.py` for how the shipped
+profiles are made and docs/devices.md for how well this does.
 """
 
 from __future__ import annotations
@@ -28,9 +27,11 @@ import numpy as np
 
 from .graph import Graph, LayerCost
 
-MAC_KINDS = ("conv3x3_winograd", "conv1x1", "conv", "dwconv", "conv3x3_int8", "conv_int8", "dwconv_int8")
+DENSE = ("conv3x3_winograd", "conv1x1", "conv")
+THIN_CHANNELS = 64
+SMALL_PIXELS = 200
+MAC_KINDS = tuple(f"{k}{s}" for k in DENSE for s in ("", "_small", "_thin")) + ("dwconv", "conv_int8", "dwconv_int8")
 PRICES = MAC_KINDS + ("gemv_weight_bytes", "bytes", "layer")
-Z_REF = (64.0, 64.0, 784.0)  # cin, cout, output H*W at which efficiency is 1
 
 # what one unit of each price is, for people reading a profile
 UNITS = {k: "ms per MAC" for k in MAC_KINDS} | {
@@ -38,40 +39,39 @@ UNITS = {k: "ms per MAC" for k in MAC_KINDS} | {
     "bytes": "ms per activation byte read or written", "layer": "ms per kernel dispatch"}
 
 
-def shape_z(c: LayerCost) -> np.ndarray:
-    """(log cin/64, log cout/64, log HW/784) of a MAC layer; per group for group convolutions."""
-    a = c.attrs
+def price_kind(c: LayerCost) -> str:
+    """The priced kind of a MAC layer: its kernel, split by output width and map size."""
+    if c.kind not in DENSE:
+        return c.kind
     if c.type in ("Gemm", "MatMul", "MultiHeadAttention", "InnerProduct", "SDPA"):
-        x = c.in_shapes[0] if c.in_shapes else [1]
-        cin, cout = x[-1] if x else 1, c.out_shape[-1] if c.out_shape else 1
-        hw = x[-2] if len(x) >= 2 else 1
+        cout = c.out_shape[-1] if c.out_shape else 1
+        pixels = SMALL_PIXELS  # rows of a matrix product are not a feature map: never "small"
     else:
-        g = max(1, a.get("group", 1))
-        depthwise = c.kind.startswith("dwconv")
-        cin = 1 if depthwise else a.get("cin", 1) // g
-        cout = a.get("cout", 1) // (1 if depthwise else g)
-        hw = int(np.prod(c.out_shape[1:])) if len(c.out_shape) > 1 else 1
-    return np.log(np.maximum([cin, cout, hw], 1) / np.asarray(Z_REF))
+        group = max(1, c.attrs.get("group", 1))
+        cout = c.attrs.get("cout", 0) // group
+        pixels = int(np.prod(c.out_shape[1:])) if len(c.out_shape) > 1 else 1
+    if pixels < SMALL_PIXELS:  # on a small map the tile/row shortage dominates, whatever the width
+        return c.kind + "_small"
+    return c.kind + ("_thin" if cout < THIN_CHANNELS else "")
 
 
-def layer_quantities(c: LayerCost, efficiency: dict | None = None) -> dict[str, float]:
-    """The priced quantities of one analysed layer (MACs already scaled by shape efficiency)."""
+def layer_quantities(c: LayerCost) -> dict[str, float]:
+    """The priced quantities of one analysed layer."""
     q = {"bytes": c.bytes, "layer": float(c.ops)}
-    if c.kind in MAC_KINDS:
-        b = (efficiency or {}).get(c.kind)
-        q[c.kind] = c.macs * (float(np.exp(np.dot(b, shape_z(c)))) if b else 1.0)
+    if c.kind in DENSE or c.kind in MAC_KINDS:
+        q[price_kind(c)] = c.macs
     elif c.kind == "gemv":
         q["gemv_weight_bytes"] = c.weight_bytes
     return q
 
 
-def features(graph: Graph, efficiency: dict | None = None) -> dict[str, float]:
+def features(graph: Graph) -> dict[str, float]:
     """How much of each priced quantity a graph holds."""
     f = dict.fromkeys(PRICES, 0.0)
     for c in graph.layers:
         if c.kind == "free":
             continue
-        for k, v in layer_quantities(c, efficiency).items():
+        for k, v in layer_quantities(c).items():
             f[k] += v
     return f
 
@@ -86,24 +86,26 @@ def predict(prices: dict[str, float], feats: dict[str, float]) -> float:
 
 def predict_graph(predictor: dict, graph: Graph) -> float:
     """Predicted latency (ms) of a graph with a profile's predictor record."""
-    return predict(predictor["prices"], features(graph, predictor.get("efficiency")))
+    return predict(predictor["prices"], features(graph))
 
 
-def layer_breakdown(prices: dict[str, float], graph: Graph, predictor: dict | None = None) -> list[dict]:
+def layer_breakdown(prices: dict[str, float], graph: Graph) -> list[dict]:
     """Each layer's predicted share, in ms (Qualcomm AI Hub's per-layer view, predicted)."""
-    eff = (predictor or {}).get("efficiency")
     rows = []
     for c in graph.layers:
         if c.kind == "free":
             continue
-        ms = sum(prices.get(k, 0.0) * v for k, v in layer_quantities(c, eff).items())
-        rows.append({"name": c.name, "type": c.type, "kind": c.kind, "macs": c.macs, "bytes": c.bytes, "ms": ms})
+        q = layer_quantities(c)
+        ms = sum(prices.get(k, 0.0) * v for k, v in q.items())
+        kind = next((k for k in q if k in MAC_KINDS or k == "gemv_weight_bytes"), "elementwise")
+        rows.append({"name": c.name, "type": c.type, "kind": kind, "macs": c.macs, "bytes": c.bytes, "ms": ms})
     return rows
 
 
 # -- fitting --------------------------------------------------------------------------------
 def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None = None,
-        prior: dict[str, float] | None = None, strength: float = 1.0, iters: int = 200) -> tuple[dict, list[float]]:
+        prior: dict[str, float] | None = None, strength: float = 1.0, iters: int = 200,
+        weights: Sequence[float] | None = None) -> tuple[dict, list[float]]:
     """Prices (shared) and one log speed factor per group, minimising squared log error.
 
     Without groups every row belongs to one device. With a prior, the penalty
@@ -128,12 +130,13 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
     offsets = [float(np.median((y - base - s_init)[g == j])) if np.any(g == j) else 0.0 for j in range(ng)]
     theta[k:k + ng] = np.asarray(offsets) - offsets[0]  # group 0 is the reference (offset pinned at 0)
     lam = math.sqrt(strength)
+    sw = np.sqrt(np.ones(n) if weights is None else np.asarray(weights, dtype=float))
     mu = 1e-2
 
     def residuals(t):
         u, off, s = t[:k], t[k:k + ng], t[-1]
         pred = X @ np.exp(u)
-        r_data = np.log(np.maximum(pred, 1e-300)) + off[g] - y
+        r_data = sw * (np.log(np.maximum(pred, 1e-300)) + off[g] - y)
         r_prior = lam * (u - u0 - s)
         r_anchor = np.array([10.0 * off[0]])
         return np.concatenate([r_data, r_prior, r_anchor]), pred
@@ -142,8 +145,8 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
         u, s = t[:k], t[-1]
         J = np.zeros((n + k + 1, k + ng + 1))
         share = X * np.exp(u)[None, :] / np.maximum(pred, 1e-300)[:, None]
-        J[:n, :k] = share
-        J[np.arange(n), k + g] = 1.0
+        J[:n, :k] = share * sw[:, None]
+        J[np.arange(n), k + g] = sw
         J[n:n + k, :k] = lam * np.eye(k)
         J[n:n + k, -1] = -lam
         J[n + k, k] = 10.0
@@ -170,7 +173,32 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
             if mu > 1e10:
                 break
     prices = {p: float(math.exp(v)) for p, v in zip(PRICES, theta[:k])}
+    if prior is None:
+        seen = {p for p, col in zip(PRICES, X.T) if col.sum() > 0}
+        prices = fill_unseen(prices, seen)
     return prices, [float(v) for v in theta[k:k + ng]]
+
+
+def parent_kind(kind: str) -> str | None:
+    """conv1x1_thin -> conv1x1: the coarser price a split kind falls back to."""
+    for suffix in ("_thin", "_small"):
+        if kind.endswith(suffix):
+            return kind[: -len(suffix)]
+    return None
+
+
+def fill_unseen(prices: dict[str, float], seen: set[str]) -> dict[str, float]:
+    """Prices no measured model exercised take their parent kind's (a thin 3x3 is still a 3x3)."""
+    out = dict(prices)
+    for k in PRICES:
+        if k in seen:
+            continue
+        p = parent_kind(k)
+        while p is not None and p not in seen:
+            p = parent_kind(p)
+        if p is not None:
+            out[k] = out[p]
+    return out
 
 
 def _default_prior(X: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -1,0 +1,122 @@
+"""Regenerate the shipped predictor profiles from real measurements.
+
+    .venv/bin/python benchmarks/fit_profiles.py
+
+reads   ../shared/data/benchncnn/*.param and published_lowend.json (the ncnn project's
+        published benchncnn latencies of low-end Cortex-A53 boards), and
+        benchmarks/results/latency-host-kernels.json (this machine, layer by layer, from
+        benchmarks/latency_host_kernels.py)
+writes  mobilize/devices/profiles/android-lowend.json      Snapdragon 410, 4 threads
+        mobilize/devices/profiles/android-lowend-1t.json   Snapdragon 410, 1 thread
+        the predictor record of mobilize/devices/profiles/host.json (its measuring settings stay)
+
+Each Android profile is fitted on its device's published table with prices shrunk towards the
+relative prices of the other published boards at the same thread count (the prior), and
+carries that prior for `mobilize device calibrate`, plus a leave-one-model-out error band.
+The product reads only the written JSON files; ../shared is needed only here.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
+from mobilize.devices.fit import STRENGTH, fit_predictor, pooled_prior  # noqa: E402
+from mobilize.devices.graph import analyse  # noqa: E402
+from mobilize.devices.predictor import features, fit  # noqa: E402
+from mobilize.devices.profiles import PROFILES, Profile, load_profile, save_profile  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "benchncnn"
+HOST = ROOT / "benchmarks" / "results" / "latency-host-benchncnn.json"
+KERNELS = ROOT / "benchmarks" / "results" / "latency-host-kernels.json"
+SD410 = "Qualcomm MSM8916 Snapdragon 410"
+
+
+def published() -> list[dict]:
+    pub = json.loads((DATA / "published_lowend.json").read_text())
+    out = []
+    for d in pub["devices"]:
+        for r in d["runs"]:
+            if r["cfg"]["gpu_device"] == -1:
+                out.append({"device": d["device"], "cfg": r["cfg"], "ms": r["res"], "source": pub["source"]})
+    return out
+
+
+def main() -> None:
+    if not DATA.is_dir():
+        raise SystemExit(f"{DATA} is missing: the published tables are needed to fit the profiles")
+    graphs = {p.stem: analyse(p, benchncnn_input_shapes(p)) for p in sorted(DATA.glob("*.param"))}
+    feats = {m: features(g) for m, g in graphs.items()}
+    configs = published()
+    own = []
+    for c in configs:
+        names = sorted(m for m in c["ms"] if m in graphs)
+        prices, _ = fit([feats[m] for m in names], [c["ms"][m] for m in names])
+        own.append(prices)
+
+    for name, threads, desc in (
+            ("android-lowend", 4, "Cortex-A53 class phone (Snapdragon 410 / Raspberry Pi 3 class), ncnn, 4 threads"),
+            ("android-lowend-1t", 1, "Cortex-A53 class phone (Snapdragon 410 / Raspberry Pi 3 class), ncnn, 1 thread")):
+        idx = next(i for i, c in enumerate(configs)
+                   if c["device"].startswith(SD410) and c["cfg"]["num_threads"] == threads)
+        cfg = configs[idx]
+        same_class = [i for i, c in enumerate(configs) if (c["cfg"]["num_threads"] == 1) == (threads == 1)]
+        prior_others = pooled_prior([own[i] for i in same_class if i != idx])
+        ms = {m: v for m, v in cfg["ms"].items() if m in graphs}
+
+        def prior_without(held, same_class=same_class, idx=idx):
+            """The other boards' prices refitted without the held-out model: an honest error band."""
+            sets = []
+            for i in same_class:
+                if i == idx:
+                    continue
+                names = sorted(m for m in configs[i]["ms"] if m in graphs and m != held)
+                sets.append(fit([feats[m] for m in names], [configs[i]["ms"][m] for m in names])[0])
+            return pooled_prior(sets)
+
+        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=prior_others, strength=STRENGTH,
+                               prior_without=prior_without)
+        record["prior_prices"] = pooled_prior([own[i] for i in same_class])
+        record["prior"] = f"published low-end boards at {'1 thread' if threads == 1 else 'several threads'}"
+        record["source"] = {"published": cfg["source"], "device": cfg["device"], "config": cfg["cfg"],
+                            "prior_devices": sorted({f"{configs[i]['device'].split('(')[0].strip()} "
+                                                     f"({configs[i]['cfg']['num_threads']}t)" for i in same_class})}
+        profile = Profile(name=name, kind="predicted", description=desc, runtimes=["ncnn"], threads=threads,
+                          predictor=record, notes=[
+                              "latency is predicted from the ncnn graph: per-layer MACs, bytes and dispatches "
+                              "priced per kernel kind (mobilize/devices/predictor.py)",
+                              "fitted by benchmarks/fit_profiles.py; validation in docs/devices.md"])
+        save_profile(profile, PROFILES / f"{name}.json")
+        loo = record["error_band"]["loo"]
+        print(f"{name}: {len(ms)} models, leave-one-out median {loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%")
+
+    if KERNELS.is_file():
+        # This machine is shared: a whole 100 ms inference is almost never left alone, and its
+        # fastest run still varies 2-4x between rounds (latency-host-benchncnn.json). A single
+        # layer's fastest run is stable, so the host predictor is calibrated (and validated, in
+        # latency_host_zoo.py) on the sum of per-layer uncontended times.
+        kern = json.loads(KERNELS.read_text())
+        ms = {m: v for m, v in kern["sum_ms"].items() if m in graphs and v > 0}
+        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None)
+        record["source"] = {"measured": str(KERNELS.relative_to(ROOT)),
+                            "statistic": "sum over layers of each layer's fastest run (1 thread, fp32)",
+                            "date": kern.get("date")}
+        host = load_profile("host")
+        host.predictor = record
+        save_profile(host, PROFILES / "host.json")
+        loo = record["error_band"]["loo"]
+        print(f"host: {len(ms)} models, leave-one-out median {loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%")
+    if HOST.is_file():
+        rounds = json.loads(HOST.read_text()).get("fastest_run_ms", {}).get("1", {})
+        if rounds:
+            print("whole-model fastest runs, spread over rounds (median of max/min):",
+                  round(statistics.median(max(v) / min(v) for v in rounds.values()), 2))
+
+if __name__ == "__main__":
+    main()

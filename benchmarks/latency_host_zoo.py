@@ -1,0 +1,105 @@
+"""The host profile's predictor on models it has never seen: the export test zoo.
+
+Each zoo model is exported to ncnn (at its own input size, and the image models also at
+224x224, so the check covers the sizes apps use), measured on this machine the benchncnn way
+(1 thread, interleaved rounds, the fastest run kept: on a shared machine other jobs only ever
+add time; the host profile was calibrated on the same statistic), and predicted by the host profile, which was calibrated on the benchncnn
+architectures only.
+
+    .venv/bin/python benchmarks/latency_host_zoo.py [--rounds 5]
+        -> benchmarks/results/latency-host-zoo.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mobilize import export  # noqa: E402
+from mobilize.devices.graph import analyse  # noqa: E402
+from mobilize.devices.host import measure_param  # noqa: E402
+from mobilize.devices.kernels import KernelTimer, time_graph_layers  # noqa: E402
+from mobilize.devices.predictor import error_summary, predict_graph  # noqa: E402
+from mobilize.devices.profiles import load_profile  # noqa: E402
+from mobilize.models.zoo import ZOO  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "results" / "latency-host-zoo.json"
+
+
+def cases() -> list[tuple[str, str, list | None]]:
+    out = []
+    for name, build in ZOO.items():
+        shapes = build().mobilize_input_shapes
+        out.append((f"{name}@native", name, None))
+        if len(shapes[0]) == 4 and name not in ("batchnorm_stats",):
+            big = [(1, 3, 224, 224)] + [tuple(s) for s in shapes[1:]]
+            out.append((f"{name}@224", name, [",".join(map(str, s)) for s in big]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3, help="whole-model rounds, kept for context")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args()
+    host = load_profile("host")
+    work = Path(tempfile.mkdtemp(prefix="mobilize-zoo-"))
+    graphs, params = {}, {}
+    try:
+        for label, name, shape in cases():
+            m = export(f"mobilize.models.zoo:{name}", "ncnn", work / label.replace("@", "_"), input_shape=shape,
+                       verify=False)
+            rec = m.targets["ncnn"]
+            if rec.status != "ok":
+                print(f"{label}: ncnn export {rec.status}: {rec.error}")
+                continue
+            params[label] = Path(m.location) / rec.io["model"]
+            graphs[label] = analyse(params[label], {e["name"]: e["shape"] for e in rec.io["inputs"]}, name=label)
+            print(f"exported {label}: {graphs[label].macs / 1e6:.1f} MMAC", flush=True)
+        kernel_sum: dict[str, float] = {}
+        for p_ in range(2):
+            timer = KernelTimer()
+            for label, g in graphs.items():
+                total = sum(time_graph_layers(params[label], g, timer).values())
+                kernel_sum[label] = min(kernel_sum.get(label, float("inf")), total)
+            timer.close()
+        rounds: dict[str, list[float]] = {k: [] for k in graphs}
+        for r in range(args.rounds):
+            for label, g in graphs.items():
+                res = measure_param(params[label], g.input_shapes, threads=1, warmup=5, runs=20, min_seconds=0.3,
+                                    isolated=False)
+                rounds[label].append(res["min_ms"])
+            print(f"round {r + 1}/{args.rounds} done", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    rows = {}
+    for label, g in graphs.items():
+        measured = kernel_sum[label]
+        predicted = predict_graph(host.predictor, g)
+        rows[label] = {"macs": g.macs, "measured_ms": round(measured, 4), "predicted_ms": round(predicted, 4),
+                       "error_pct": round((predicted / measured - 1) * 100, 1),
+                       "whole_model_fastest_ms": round(min(rounds[label]), 4), "whole_model_rounds_ms": rounds[label]}
+        print(f"{label:36s} measured {measured:8.3f} ms  predicted {predicted:8.3f} ms  "
+              f"{rows[label]['error_pct']:+6.1f}%")
+    labels = sorted(rows)
+    summary = error_summary([rows[k]["predicted_ms"] for k in labels], [rows[k]["measured_ms"] for k in labels])
+    big = [k for k in labels if rows[k]["measured_ms"] >= 1.0]
+    summary_big = error_summary([rows[k]["predicted_ms"] for k in big], [rows[k]["measured_ms"] for k in big]) if big else {}
+    result = {"what": "host profile's ncnn predictor vs measurement on the export test zoo (unseen architectures)",
+              "date": time.strftime("%Y-%m-%d"), "statistic": "sum of per-layer fastest runs, 1 thread, fp32 (as the host profile's calibration)",
+              "summary": summary, "summary_models_over_1ms": summary_big, "models": rows}
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(summary), json.dumps(summary_big))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""`mobilize check`: budgets, verdicts, exit codes, the manifest record, host measurement."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from mobilize.devices import check, load_profile
+from mobilize.devices.graph import analyse
+from mobilize.devices.predictor import predict_graph
+from mobilize.errors import BadInput
+
+from test_devices import write_param
+
+
+@pytest.fixture(scope="module")
+def param(tmp_path_factory):
+    return write_param(tmp_path_factory.mktemp("p") / "net.param", 96, [16, 32, 64], True, 10)
+
+
+@pytest.fixture(scope="module")
+def predicted_ms(param):
+    return predict_graph(load_profile("android-lowend").predictor, analyse(param))
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    from mobilize import export
+
+    out = tmp_path_factory.mktemp("a") / "mnv2"
+    m = export("mobilize.models.zoo:mobilenet_v2_tiny", ["onnx", "ncnn"], out)
+    assert m.exit_code() == 0
+    return out
+
+
+def test_within_budget_passes(param, predicted_ms, run_cli):
+    code, out, _ = run_cli("check", param, "--device", "android-lowend", "--budget-ms", predicted_ms * 10)
+    assert code == 0
+    assert "android-lowend" in out and "pass" in out and "predicted" in out
+
+
+def test_over_budget_fails_with_exit_1(param, predicted_ms, run_cli):
+    code, out, _ = run_cli("check", param, "--device", "android-lowend", "--budget-ms", predicted_ms / 10)
+    assert code == 1 and "FAIL" in out
+
+
+def test_fps_budget_and_json(param, predicted_ms, run_cli):
+    fps_ok = 1000.0 / (predicted_ms * 5)  # a budget five times the prediction
+    code, out, _ = run_cli("check", param, "--device", "android-lowend-1t", "--fps", fps_ok, "--json")
+    assert code == 0
+    d = json.loads(out)
+    row = d["runtimes"]["ncnn"]
+    assert d["budget_ms"] == pytest.approx(predicted_ms * 5)
+    assert row["latency_ms"] > 0 and row["low_ms"] < row["latency_ms"] < row["high_ms"]
+    assert row["method"] == "predicted" and d["verdict"] == "pass"
+    # one thread is slower than four on the same phone
+    code, out4, _ = run_cli("check", param, "--device", "android-lowend", "--json")
+    assert json.loads(out4)["runtimes"]["ncnn"]["latency_ms"] < row["latency_ms"]
+
+
+def test_budget_inside_the_band_is_marginal(param, predicted_ms):
+    band = load_profile("android-lowend").band
+    r = check(param, "android-lowend", budget_ms=predicted_ms * math.exp(-band / 2))
+    assert r.rows[0]["verdict"] == "FAIL (marginal)" and r.exit_code() == 1
+    r = check(param, "android-lowend", budget_ms=predicted_ms * math.exp(band / 2))
+    assert r.rows[0]["verdict"] == "pass (marginal)" and r.exit_code() == 0
+
+
+def test_no_budget_is_a_report(param, run_cli):
+    code, out, _ = run_cli("check", param, "--device", "android-lowend", "--json")
+    assert code == 0 and json.loads(out)["verdict"] is None
+
+
+def test_bad_inputs_exit_2(param, tmp_path, run_cli):
+    assert run_cli("check", param, "--device", "android-lowend", "--budget-ms", 5, "--fps", 30)[0] == 2
+    code, _, err = run_cli("check", tmp_path / "missing.param", "--device", "android-lowend")
+    assert code == 2 and "does not exist" in err
+    code, _, err = run_cli("check", param, "--device", "browser-lowend")
+    assert code == 2 and "not a bare .param" in err
+    code, _, err = run_cli("check", param, "--device", "android-lowend", "--budget-ms", -1)
+    assert code == 2
+    (tmp_path / "notart").mkdir()
+    code, _, err = run_cli("check", tmp_path / "notart", "--device", "android-lowend")
+    assert code == 2 and "not a mobilize artifact" in err
+    with pytest.raises(BadInput, match="either --budget-ms or --fps"):
+        check(param, "android-lowend", budget_ms=1, fps=1)
+
+
+def test_artifact_check_is_stored_in_the_manifest(artifact, run_cli):
+    before = json.loads((artifact / "manifest.json").read_text())
+    code, out, _ = run_cli("check", artifact, "--device", "android-lowend", "--fps", 30, "--json")
+    assert code == 0
+    after = json.loads((artifact / "manifest.json").read_text())
+    entry = after["checks"]["android-lowend"]
+    assert entry["verdict"] == "pass" and entry["budget_ms"] == pytest.approx(1000 / 30)
+    assert entry["runtimes"]["ncnn"]["latency_ms"] == json.loads(out)["runtimes"]["ncnn"]["latency_ms"]
+    assert after["targets"] == before["targets"]  # nothing else touched
+    # a second device adds an entry; a failing budget is recorded as such
+    code, _, _ = run_cli("check", artifact, "--device", "android-lowend-1t", "--budget-ms", 0.001)
+    assert code == 1
+    checks = json.loads((artifact / "manifest.json").read_text())["checks"]
+    assert set(checks) >= {"android-lowend", "android-lowend-1t"} and checks["android-lowend-1t"]["verdict"] == "FAIL"
+
+
+def test_host_measures_each_runtime(artifact):
+    r = check(artifact, "host", budget_ms=10_000, runtimes=["ncnn", "onnx"], store=False)
+    rows = {row["runtime"]: row for row in r.rows}
+    assert set(rows) == {"ncnn", "onnx"}
+    for row in rows.values():
+        assert row["method"] == "measured" and row["runs"] >= 30
+        assert 0 < row["min_ms"] <= row["latency_ms"] <= row["p90_ms"]
+        assert row["peak_rss_mb"] > row["baseline_rss_mb"] > 0
+    assert r.exit_code() == 0
+    r = check(artifact, "host", budget_ms=1e-6, runtimes=["onnx"], store=False)
+    assert r.exit_code() == 1
+
+
+def test_host_on_a_bare_param_measures_ncnn(param):
+    r = check(param, "host", threads=1)
+    assert r.rows[0]["runtime"] == "ncnn" and r.rows[0]["p90_ms"] >= r.rows[0]["latency_ms"] > 0

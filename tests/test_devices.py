@@ -1,0 +1,206 @@
+"""The ncnn graph analysis, the latency predictor, profiles and `device calibrate`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mobilize.devices import load_profile
+from mobilize.devices.measurements import benchncnn_input_shapes, read_measurements
+from mobilize.devices.graph import analyse
+from mobilize.devices.predictor import error_summary, features, fit, predict, predict_graph
+from mobilize.errors import BadInput
+
+
+# -- synthetic ncnn graphs: no shared data, no converter ---------------------------------------
+def write_param(path: Path, size: int, widths: list[int], depthwise: bool = False, fc: int = 0) -> Path:
+    """A conv stack as ncnn param text: 3x3 convs (stride 2 first), optional depthwise, an FC head."""
+    lines, blob, cin = [f"Input in0 0 1 data 0={size} 1={size} 2=3"], "data", 3
+    for i, cout in enumerate(widths):
+        stride = 2 if i == 0 else 1
+        lines.append(f"Convolution conv{i} 1 1 {blob} c{i} 0={cout} 1=3 3={stride} 4=1 5=1 6={cout * cin * 9} 9=1")
+        blob, cin = f"c{i}", cout
+        if depthwise:
+            lines.append(f"ConvolutionDepthWise dw{i} 1 1 {blob} d{i} 0={cin} 1=3 4=1 5=1 6={cin * 9} 7={cin} 9=1")
+            lines.append(f"Convolution pw{i} 1 1 d{i} p{i} 0={cin} 1=1 5=1 6={cin * cin} 9=1")
+            blob = f"p{i}"
+    lines.append(f"Pooling gap 1 1 {blob} pool 0=1 4=1")
+    blob = "pool"
+    if fc:
+        lines.append(f"InnerProduct fc 1 1 pool out 0={fc} 1=1 2={fc * cin}")
+        blob = "out"
+    text = "7767517\n" + f"{len(lines)} {len(lines)}\n" + "\n".join(lines) + "\n"
+    path.write_text(text)
+    return path
+
+
+SYNTH = {  # name: (input size, widths, depthwise, fc)
+    "plain_a": (64, [16, 32, 32], False, 10), "plain_b": (96, [32, 64, 64, 64], False, 100),
+    "plain_c": (128, [16, 16, 24], False, 0), "dw_a": (64, [16, 32], True, 10), "dw_b": (112, [24, 48, 96], True, 50),
+    "dw_c": (160, [32, 32, 64, 128], True, 1000), "wide": (56, [64, 128, 256], False, 10),
+    "tiny": (32, [8, 8], True, 4), "big": (224, [32, 64], True, 1000), "mid": (80, [48, 96, 96], False, 20),
+}
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("synth")
+    for name, (size, widths, dw, fc) in SYNTH.items():
+        write_param(d / f"{name}.param", size, widths, dw, fc)
+    return d
+
+
+def test_graph_analysis_counts_macs_and_shapes(synth_dir):
+    g = analyse(synth_dir / "plain_a.param")
+    conv0 = next(c for c in g.layers if c.name == "conv0")
+    assert conv0.out_shape == [16, 32, 32]  # stride 2 from 64x64
+    assert conv0.macs == 32 * 32 * 16 * 3 * 9
+    conv1 = next(c for c in g.layers if c.name == "conv1")
+    assert conv1.kind == "conv3x3_winograd" and conv1.macs == 32 * 32 * 32 * 16 * 9
+    fc = next(c for c in g.layers if c.name == "fc")
+    assert fc.kind == "gemv" and fc.weight_bytes == 10 * 32 * 4
+    assert g.macs == sum(c.macs for c in g.layers)
+
+
+def test_graph_without_declared_shape_needs_one(tmp_path):
+    p = write_param(tmp_path / "m.param", 32, [8])
+    p.write_text(p.read_text().replace(" 0=32 1=32 2=3", ""))
+    with pytest.raises(BadInput, match="input shape"):
+        analyse(p)
+    g = analyse(p, [[3, 40, 40]])
+    assert g.layers[1].out_shape == [8, 20, 20]
+
+
+def test_not_a_param_file_is_bad_input(tmp_path):
+    p = tmp_path / "x.param"
+    p.write_text("hello\n")
+    with pytest.raises(BadInput, match="not an ncnn param"):
+        analyse(p)
+
+
+def test_benchncnn_text_and_json_measurements(tmp_path):
+    txt = tmp_path / "bench.txt"
+    txt.write_text("loop_count = 8\nnum_threads = 4\npowersave = 0\n"
+                   "          squeezenet  min =   66.10  max =   70.20  avg =   68.10\n"
+                   "        mobilenet_v2  min =   80.00  max =   85.00  avg =   82.00\n")
+    ms, cfg = read_measurements(txt)
+    assert ms == {"squeezenet": 68.1, "mobilenet_v2": 82.0} and cfg["num_threads"] == 4
+    js = tmp_path / "m.json"
+    js.write_text(json.dumps({"a": 1.5, "b": 3}))
+    assert read_measurements(js)[0] == {"a": 1.5, "b": 3.0}
+    js.write_text(json.dumps({"a": -1}))
+    with pytest.raises(BadInput):
+        read_measurements(js)
+
+
+def test_fit_recovers_known_prices(synth_dir):
+    """Latencies made from known prices are fitted back to those prices' predictions."""
+    graphs = {n: analyse(synth_dir / f"{n}.param") for n in SYNTH}
+    truth = dict(load_profile("android-lowend-1t").predictor["prices"])
+    ms = {n: predict(truth, features(g)) for n, g in graphs.items()}
+    prices, _ = fit([features(graphs[n]) for n in ms], list(ms.values()), prior=truth)
+    for n, g in graphs.items():
+        assert predict(prices, features(g)) == pytest.approx(ms[n], rel=0.02)
+
+
+def test_calibrate_round_trip(synth_dir, tmp_path, run_cli):
+    """A phone twice as slow as the shipped 1-thread profile, measured on six models, predicts the rest at 2x."""
+    base = load_profile("android-lowend-1t")
+    graphs = {n: analyse(synth_dir / f"{n}.param") for n in SYNTH}
+    measured = {n: 2.0 * predict_graph(base.predictor, graphs[n]) for n in list(SYNTH)[:6]}
+    meas = tmp_path / "phone.json"
+    meas.write_text(json.dumps(measured))
+    out = tmp_path / "phone-profile.json"
+    code, stdout, err = run_cli("device", "calibrate", "--name", "my-phone", "--measurements", meas,
+                                "--models", synth_dir, "--out", out, "--threads", "1")
+    assert code == 0, err
+    assert "leave-one-model-out" in stdout
+    profile = load_profile(str(out))
+    assert profile.kind == "predicted" and profile.threads == 1 and profile.name == "my-phone"
+    assert set(profile.predictor["calibration"]["models"]) == set(measured)
+    for n in list(SYNTH)[6:]:  # never measured
+        code, stdout, _ = run_cli("check", synth_dir / f"{n}.param", "--device", out, "--json")
+        assert code == 0
+        got = json.loads(stdout)["runtimes"]["ncnn"]["latency_ms"]
+        assert got == pytest.approx(2.0 * predict_graph(base.predictor, graphs[n]), rel=0.05)
+
+
+def test_calibrate_needs_matching_params(synth_dir, tmp_path, run_cli):
+    meas = tmp_path / "m.json"
+    meas.write_text(json.dumps({"nope": 10.0, "also_not": 20.0}))
+    code, _, err = run_cli("device", "calibrate", "--name", "x", "--measurements", meas, "--models", synth_dir,
+                           "--out", tmp_path / "x.json")
+    assert code == 2 and "need at least 3" in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_device_list_and_unknown_device(run_cli):
+    code, out, _ = run_cli("device", "list")
+    assert code == 0
+    for name in ("android-lowend", "android-lowend-1t", "browser-lowend", "browser-desktop", "host"):
+        assert name in out
+    code, _, err = run_cli("check", "x.param", "--device", "no-such-phone")
+    assert code == 2 and "unknown device" in err
+
+
+def test_shipped_profiles_carry_an_honest_band():
+    for name in ("android-lowend", "android-lowend-1t"):
+        p = load_profile(name)
+        band = p.predictor["error_band"]
+        assert band["log_p90"] >= math.log(1.10)
+        models = p.predictor["calibration"]["models"]
+        assert len(models) >= 25
+        # the band is what leave-one-model-out errors say
+        errs = [abs(math.log(m["loo_predicted_ms"] / m["measured_ms"])) for m in models.values()]
+        assert max(float(np.percentile(errs, 90)), math.log(1.10)) == pytest.approx(band["log_p90"], abs=1e-3)
+
+
+# -- the published tables (../shared/data) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def published():
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchncnn"
+    if not root.is_dir():
+        pytest.skip("../shared/data/benchncnn is not available")
+    pub = json.loads((root / "published_lowend.json").read_text())
+    graphs = {p.stem: analyse(p, benchncnn_input_shapes(p)) for p in sorted(root.glob("*.param"))}
+    return pub, graphs
+
+
+def test_known_architecture_macs(published):
+    _, graphs = published
+    assert graphs["mobilenet_v2"].macs == pytest.approx(300e6, rel=0.06)
+    assert graphs["resnet18"].macs == pytest.approx(1.82e9, rel=0.03)
+    assert graphs["vgg16"].macs == pytest.approx(15.5e9, rel=0.02)
+
+
+def test_predictor_leave_one_model_out_on_snapdragon_410(published):
+    """Each published model predicted by prices fitted on the device's other models only."""
+    pub, graphs = published
+    sd410 = next(d for d in pub["devices"] if "Snapdragon 410" in d["device"])
+    feats = {m: features(g) for m, g in graphs.items()}
+    for run in sd410["runs"]:
+        ms = run["res"]
+        preds = []
+        for held in sorted(ms):
+            train = [m for m in sorted(ms) if m != held]
+            prices, _ = fit([feats[m] for m in train], [ms[m] for m in train])
+            preds.append(predict(prices, feats[held]))
+        s = error_summary(preds, [ms[m] for m in sorted(ms)])
+        # measured (docs/devices.md): median 7-10%, p90 25-45%; bounds leave room, not much
+        assert s["median_abs_pct"] <= 12.0, s
+        assert s["within_20_pct"] >= 0.65, s
+        assert s["p90_abs_pct"] <= 60.0, s
+
+
+def test_shipped_profile_matches_published_table(published):
+    pub, graphs = published
+    sd410 = next(d for d in pub["devices"] if "Snapdragon 410" in d["device"])
+    for name, threads in (("android-lowend", 4), ("android-lowend-1t", 1)):
+        table = next(r["res"] for r in sd410["runs"] if r["cfg"]["num_threads"] == threads)
+        p = load_profile(name)
+        s = error_summary([predict_graph(p.predictor, graphs[m]) for m in table], list(table.values()))
+        assert s["median_abs_pct"] <= 10.0, (name, s)
