@@ -142,7 +142,8 @@ def table_rows(result: dict) -> tuple[list[str], list[list]]:
     body = []
     for r in result["rows"]:
         lat = [r["latency_ms"].get(d) for d in devices]
-        fps = round(1000.0 / lat[0], 1) if lat and lat[0] else None
+        fps = 1000.0 / lat[0] if lat and lat[0] else None
+        fps = (int(round(fps)) if fps >= 100 else round(fps, 1)) if fps is not None else None
         body.append([r["format"], r["status"], r["size_mb"], r["metric"]] +
                     [round(x, 2) if x is not None else None for x in lat] + [fps])
     return header, body
@@ -150,7 +151,9 @@ def table_rows(result: dict) -> tuple[list[str], list[list]]:
 
 def markdown(result: dict) -> str:
     header, body = table_rows(result)
-    cell = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    def cell(v) -> str:
+        return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
     lines = [f"# Benchmark: {result['model']}", "",
              f"artifact `{result['artifact']}`" + (f", metric on `{result['data']}`" if result["data"] else ""), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -115,7 +115,6 @@ def declared_input_shapes(layers: list[Layer]) -> dict[str, list[int]] | None:
 def blob_shapes(path: Path | str, input_shapes: dict[str, list[int]]) -> dict[str, list[int]]:
     """Run the graph once with empty weights; every blob's shape as ncnn sees it (c, h, w order)."""
     import ncnn
-    import numpy as np
 
     net = ncnn.Net()
     net.opt.num_threads = 1

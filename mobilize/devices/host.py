@@ -91,8 +91,6 @@ def ncnn_bench_net(param: Path, weights: Path | None, threads: int):
 def measure_ncnn(param: Path | str, input_shapes: dict[str, list[int]], threads: int = 1, warmup: int = 8,
                  runs: int = 20, weights: Path | str | None = None, min_seconds: float = 0.0) -> dict:
     """Time an ncnn graph as benchncnn does; empty weights unless `weights` is given."""
-    import ncnn
-
     base = _rss_mb()
     net, pools = ncnn_bench_net(Path(param), Path(weights) if weights else None, threads)
     mats = {k: filled_mat(v) for k, v in input_shapes.items()}
