@@ -120,3 +120,19 @@ def test_host_measures_each_runtime(artifact):
 def test_host_on_a_bare_param_measures_ncnn(param):
     r = check(param, "host", threads=1)
     assert r.rows[0]["runtime"] == "ncnn" and r.rows[0]["p90_ms"] >= r.rows[0]["latency_ms"] > 0
+
+
+def test_bench_table_saved_as_json_and_markdown(artifact, tmp_path, run_cli):
+    code, out, err = run_cli("bench", artifact, "--device", "android-lowend", "--device", "host", "--out", tmp_path,
+                             "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    rows = {r["format"]: r for r in result["rows"]}
+    assert rows["ncnn"]["status"] == "ok" and rows["tfjs"]["status"] == "missing"
+    assert rows["ncnn"]["latency_ms"]["android-lowend"] > 0 and rows["ncnn"]["latency_ms"]["host"] > 0
+    assert rows["onnx"]["latency_ms"]["host"] > 0 and "android-lowend" not in rows["onnx"]["latency_ms"]
+    assert rows["onnx"]["size_mb"] > 0 and rows["onnx"]["metric"] is None  # no family, no metric
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["rows"] == result["rows"]
+    md = (tmp_path / "bench.md").read_text()
+    assert "| format | status | size MB |" in md and "android-lowend ms (pred.)" in md
