@@ -51,3 +51,9 @@ def not_a_module():
 
 def broken():
     raise RuntimeError("weights file missing")
+
+
+def relu_first():
+    """The first layer works in place on the input (ncnn crashed on a Mat that wrapped numpy)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.ReLU(), nn.Conv2d(3, 8, 3))

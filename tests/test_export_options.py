@@ -105,3 +105,11 @@ def test_demo_export_stage(tmp_path, run_cli):
     for t in ("onnx", "ncnn", "tfjs", "tflite"):
         assert any(line.startswith(t) and line.rstrip().endswith("pass") for line in out.splitlines()), out
     assert (tmp_path / "demo" / "example" / "manifest.json").is_file()
+
+
+def test_ncnn_input_consumed_in_place(tmp_path):
+    from pathlib import Path
+
+    models = Path(__file__).parent / "models_for_tests.py"
+    m = mobilize.export(f"{models}:relu_first", "ncnn", tmp_path / "a", input_shape=["1,3,8,8"])
+    assert m.targets["ncnn"].status == "ok" and m.targets["ncnn"].parity["passed"]

@@ -24,6 +24,25 @@ def configure(net, threads: int | None, fp16: bool) -> None:
             setattr(opt, flag, bool(fp16) and flag != "use_bf16_storage")
 
 
+def owned_mat(ncnn, arr: np.ndarray):
+    """A Mat that owns a copy of `arr`. ncnn.Mat(array) wraps the array without a reference
+    count, and ncnn crashes when a first layer works in place on such an input."""
+    shape = arr.shape
+    if arr.ndim == 1:
+        mat = ncnn.Mat(shape[0])
+    elif arr.ndim == 2:
+        mat = ncnn.Mat(shape[1], shape[0])
+    elif arr.ndim == 3:
+        mat = ncnn.Mat(shape[2], shape[1], shape[0])
+    elif arr.ndim == 4:
+        mat = ncnn.Mat(shape[3], shape[2], shape[1], shape[0])
+    else:
+        raise ValueError(f"ncnn takes at most 4 dims per sample, got {arr.ndim}")
+    view = np.asarray(mat)
+    view[...] = arr.reshape(view.shape)
+    return mat
+
+
 class NcnnSession(Session):
     def __init__(self, param: Path, weights: Path | None, record, spec_outputs, threads):
         import ncnn
@@ -44,7 +63,7 @@ class NcnnSession(Session):
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         ex = self.net.create_extractor()
         for e, x in zip(self.io["inputs"], inputs):
-            ex.input(e["name"], self.ncnn.Mat(to_runtime(x, e)))
+            ex.input(e["name"], owned_mat(self.ncnn, to_runtime(x, e)))
         outs = []
         for e, s in zip(self.io["outputs"], self.spec_outputs):
             ret, mat = ex.extract(e["name"])

@@ -38,6 +38,21 @@ function loadArtifacts(modelJson) {
   };
 }
 
+// execute() is synchronous (no event-loop hops between ops); graphs with dynamic ops need
+// executeAsync(), which we fall back to once and then keep using.
+let useAsync = false;
+async function run(model, feeds, outputs) {
+  if (!useAsync) {
+    try {
+      return model.execute(feeds, outputs);
+    } catch (err) {
+      if (!/executeAsync/.test(String(err && err.message))) throw err;
+      useAsync = true;
+    }
+  }
+  return model.executeAsync(feeds, outputs);
+}
+
 async function main() {
   const [modelJson, backend = 'wasm'] = process.argv.slice(2);
   const tf = require('@tensorflow/tfjs');
@@ -78,7 +93,7 @@ async function main() {
       for (let i = 0; i < repeat; i++) {
         if (result) tf.dispose(result);
         const s = process.hrtime.bigint();
-        result = await model.executeAsync(feeds, req.outputs);
+        result = await run(model, feeds, req.outputs);
         if (!Array.isArray(result)) result = [result];
         for (const r of result) await r.data();
         times.push(Number(process.hrtime.bigint() - s) / 1e6);
