@@ -67,6 +67,174 @@ def train_row(name: str, threads: int) -> None:
     print(json.dumps({name: summary}, indent=1))
 
 
+ABLATION = [  # (row label, run, re-rank)
+    ("1 softmax baseline", "softmax", False),
+    ("2 ArcFace", "arcface", False),
+    ("3 + triplet", "triplet", False),
+    ("4 + random erasing", "erasing", False),
+    ("5 + re-ranking", "erasing", True),
+    ("6 + mutual learning", "mutual", False),
+]
+ATTENTION = [("spatial (row 4)", "erasing"), ("none", "att-none"), ("channel", "att-channel")]
+METRIC_KEYS = ("recall@1", "recall@5", "recall@10", "map@r", "category_accuracy")
+
+
+def _evaluate(source, target=None, rerank=False, threads=1):
+    from mobilize.models.retrieval.evaluate import EvalConfig, evaluate
+
+    cfg = EvalConfig(data=str(DATA), query="val", gallery="train,catalog", rerank=rerank, threads=threads)
+    m = evaluate(str(source), cfg, target=target)
+    return {k: round(m[k], 4) for k in METRIC_KEYS} | {"embed_ms_per_image": m["embed_ms_per_image"]}
+
+
+def _history(run):
+    path = RUNS / run / "history.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _at_size(ckpt: Path, size: int, tmp: Path) -> Path:
+    """The same weights declared at another input size (GeM pools any size)."""
+    import torch
+
+    state = torch.load(ckpt, weights_only=True)
+    state["config"]["net"]["input_size"] = size
+    out = tmp / f"{ckpt.stem}-{size}.pt"
+    torch.save(state, out)
+    return out
+
+
+def _search_times(dims=128, sizes=(10_000, 100_000), queries=100, repeat=5):
+    import numpy as np
+
+    from mobilize.models.retrieval.index import have_faiss, search
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in sizes:
+        g = rng.normal(size=(n, dims)).astype(np.float32)
+        g /= np.linalg.norm(g, axis=1, keepdims=True)
+        q = g[rng.integers(0, n, queries)] + 0.01
+        row = {}
+        for label, batch in (("one_query_ms", q[:1]), ("per_query_ms_batch100", q)):
+            times = []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                search(batch, g, 10, backend="numpy")
+                times.append((time.perf_counter() - t) * 1000 / len(batch))
+            row[label] = round(sorted(times)[len(times) // 2], 3)
+        out[f"{n}"] = row
+    out["backend"] = "numpy (exact, float32 matmul + argpartition)" + ("; faiss installed" if have_faiss() else
+                                                                    "; faiss not installed")
+    return out
+
+
+def _embed_times(artifact: Path, ckpt: Path, n=50, threads=1):
+    """Median single-image latency per runtime (batch 1), 1 thread."""
+    import numpy as np
+    import torch
+
+    from mobilize.runtimes import open_predictor
+
+    torch.set_num_threads(threads)
+    out = {}
+    for target in (None, "onnx", "ncnn", "tfjs", "tflite"):
+        src = ckpt if target is None else artifact
+        with open_predictor(str(src), target, threads=threads) as p:
+            shape = [1] + list(p.inputs[0]["shape"][1:])
+            x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+            for _ in range(3):
+                p.run([x])
+            times = []
+            for _ in range(n):
+                t = time.perf_counter()
+                p.run([x])
+                times.append((time.perf_counter() - t) * 1000)
+        out[target or "pytorch"] = round(sorted(times)[n // 2], 2)
+    return out
+
+
+def report(args) -> int:
+    import tempfile
+
+    import torch
+
+    from mobilize import export
+    from mobilize.data import cleaning
+    from mobilize.manifest import Manifest
+    from mobilize.models.retrieval.model import NetConfig, build_net, count_parameters
+
+    threads = args.threads
+    torch.set_num_threads(threads)
+    result: dict = {"data": "grocery: queries val/ (296 photos), gallery train/ (2640) + catalog/ (81 iconic)",
+                    "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs; "
+                               f"torch {torch.__version__}, {threads} thread(s)",
+                    "schedules": {"ablation": SHORT, "final": FINAL}, "rows": [], "attention": [], "final": {}}
+    for label, run, rerank in ABLATION:
+        ckpt = RUNS / run / "model.pt"
+        if not ckpt.exists():
+            result["rows"].append({"row": label, "run": run, "status": "not trained"})
+            continue
+        m = _evaluate(ckpt, rerank=rerank, threads=threads)
+        result["rows"].append({"row": label, "run": run, "rerank": rerank, **m, "config": ROWS[run]})
+        print(label, m, flush=True)
+    for label, run in ATTENTION:
+        ckpt = RUNS / run / "model.pt"
+        if ckpt.exists():
+            m = _evaluate(ckpt, threads=threads)
+            result["attention"].append({"attention": label, "run": run, **m})
+            print("attention", label, m, flush=True)
+
+    final = RUNS / "final" / "model.pt"
+    if final.exists():
+        state = torch.load(final, weights_only=True)
+        net = build_net(NetConfig.from_dict(state["config"]["net"]))
+        f = {"config": FINAL, "parameters": count_parameters(net), "history": _history("final")}
+        f["pytorch"] = _evaluate(final, threads=threads)
+        f["pytorch_rerank"] = _evaluate(final, rerank=True, threads=threads)
+        with tempfile.TemporaryDirectory() as tmp:
+            f["pytorch_at_train_size_128"] = _evaluate(_at_size(final, 128, Path(tmp)), threads=threads)
+            art = Path(tmp) / "artifact"
+            manifest = export(str(final), "all", art, threads=threads)
+            f["export"] = {t: {"status": r.status, "precision": r.precision,
+                               "max_abs_err": (r.parity or {}).get("outputs", [{}])[0].get("max_abs_err"),
+                               "bytes": sum(x.bytes for x in r.files)} for t, r in manifest.targets.items()}
+            for target in ("onnx", "ncnn", "tfjs", "tflite"):
+                if manifest.targets.get(target) and manifest.targets[target].ok:
+                    m = _evaluate(manifest.location, target=target, threads=threads)
+                    m["delta_recall@1_points"] = round(100 * (m["recall@1"] - f["pytorch"]["recall@1"]), 2)
+                    m["delta_map@r_points"] = round(100 * (m["map@r"] - f["pytorch"]["map@r"]), 2)
+                    f[target] = m
+                    print(target, m, flush=True)
+            f["embed_ms_single_image"] = _embed_times(manifest.location, final, threads=threads)
+            from mobilize.models.retrieval.build_index import build_index
+
+            idx = build_index(str(manifest.location), str(DATA), "train,catalog", target="onnx")
+            f["index_file"] = {k: idx[k] for k in ("count", "dim", "bytes", "format")}
+            assert Manifest.load(manifest.location).metadata["index"]["count"] == idx["count"]
+            cleaning_model = manifest.location
+            dedup = cleaning.plan_dedup(DATA, threshold=4)
+            result["cleaning"] = {"dedup_threshold_4": {**dedup.stats, "would_move": len(dedup.moves),
+                                                        "examples": [m.__dict__ for m in dedup.moves[:10]]}}
+            embed = cleaning.model_embedding(str(cleaning_model), "onnx")
+            clean = cleaning.plan_clean(DATA / "train", embed, embedding_name="final model (onnx)")
+            embed.close()
+            result["cleaning"]["clean_train"] = {**clean.stats, "would_move": len(clean.moves),
+                                                 "classes_left_alone": len(clean.notes),
+                                                 "examples": [m.__dict__ for m in clean.moves[:10]]}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(final, RESULTS / "retrieval-grocery.pt")
+        f["checkpoint"] = {"path": "benchmarks/results/retrieval-grocery.pt",
+                           "bytes": (RESULTS / "retrieval-grocery.pt").stat().st_size}
+        result["final"] = f
+    result["search"] = _search_times()
+    out = RESULTS / "retrieval-grocery.json"
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    tmp.replace(out)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -83,8 +251,6 @@ def main(argv=None) -> int:
         for row in args.rows:
             train_row(row, args.threads)
         return 0
-    from benchmarks_retrieval_report import report  # noqa: E402  (filled in below)
-
     return report(args)
 
 

@@ -133,10 +133,11 @@ class PKSampler:
     """Batches of P classes x K images each, so every anchor has positives and hard negatives.
 
     A class with fewer than K images is sampled with replacement. An epoch is about one pass
-    over the images. Seeded per (seed, rank, epoch): each DDP rank draws its own batches.
+    over the images. Seeded per (seed, epoch): every DDP process draws the same global batches
+    and takes its share with `rows_for`.
     """
 
-    def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0, rank: int = 0):
+    def __init__(self, labels: Sequence[int], p: int, k: int, seed: int = 0):
         labels = np.asarray(labels)
         self.by_class = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
         self.classes = np.array(sorted(self.by_class))
@@ -144,7 +145,7 @@ class PKSampler:
             raise BadInput("retrieval training needs at least two classes", "add class folders to the training split")
         self.p = min(p, len(self.classes))
         self.k = k
-        self.seed, self.rank = seed, rank
+        self.seed = seed
         self.batches_per_epoch = max(1, math.ceil(len(labels) / (self.p * self.k)))
 
     @property
@@ -152,7 +153,7 @@ class PKSampler:
         return self.p * self.k
 
     def epoch(self, epoch: int) -> Iterator[np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.rank, epoch])
+        rng = np.random.default_rng([self.seed, epoch])
         for _ in range(self.batches_per_epoch):
             chosen = rng.choice(self.classes, self.p, replace=False)
             idx = []
@@ -160,6 +161,11 @@ class PKSampler:
                 members = self.by_class[int(c)]
                 idx.append(rng.choice(members, self.k, replace=len(members) < self.k))
             yield np.concatenate(idx)
+
+    def rows_for(self, rank: int, world: int) -> np.ndarray:
+        """Rows of a global batch that process `rank` of `world` handles: whole classes, so its
+        triplets still have positives (mining happens within each process's share)."""
+        return np.concatenate([np.arange(c * self.k, (c + 1) * self.k) for c in range(rank, self.p, world)])
 
 
 # -- augmentation on a batch (vectorised: per-image Python loops are slow on 2 cores) -------
@@ -175,16 +181,34 @@ class Augment:
     erasing_area: tuple[float, float] = (0.02, 0.3)
 
 
-def augment_batch(x, aug: Augment, generator) -> "torch.Tensor":
-    """x: float [N,3,H,W] in [0,1] -> augmented, same shape, still in [0,1] before erasing."""
+def _draws(generator, n: int, rows=None, total: int | None = None):
+    """Random numbers for the rows of a global batch: a DDP process that augments its share of
+    the batch draws for the whole batch and keeps its rows, so each image gets the same
+    augmentation whichever process handles it."""
+    import torch
+
+    total = total or n
+
+    def rand():
+        r = torch.rand(total, generator=generator)
+        return r if rows is None else r[torch.as_tensor(rows)]
+
+    return rand
+
+
+def augment_batch(x, aug: Augment, generator, rows=None, total: int | None = None) -> "torch.Tensor":
+    """x: float [N,3,H,W] in [0,1] -> augmented, same shape, still in [0,1] before erasing.
+
+    `rows` (and `total`): x holds these rows of a global batch of `total` images.
+    """
     import torch
     import torch.nn.functional as F
 
     n, _, h, w = x.shape
-    g = generator
+    rand = _draws(generator, n, rows, total)
 
-    def uniform(lo, hi, size=(n,)):
-        return torch.rand(size, generator=g) * (hi - lo) + lo
+    def uniform(lo, hi):
+        return rand() * (hi - lo) + lo
 
     # random resized crop + flip as one affine warp
     area = uniform(*aug.scale)
@@ -192,9 +216,9 @@ def augment_batch(x, aug: Augment, generator) -> "torch.Tensor":
     ratio = torch.exp(logr)
     sw = torch.sqrt(area * ratio).clamp(max=1.0)
     sh = torch.sqrt(area / ratio).clamp(max=1.0)
-    cx = (torch.rand(n, generator=g) * 2 - 1) * (1 - sw)
-    cy = (torch.rand(n, generator=g) * 2 - 1) * (1 - sh)
-    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if aug.flip else torch.ones(n)
+    cx = (rand() * 2 - 1) * (1 - sw)
+    cy = (rand() * 2 - 1) * (1 - sh)
+    flip = torch.where(rand() < 0.5, -1.0, 1.0) if aug.flip else torch.ones(n)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = sw * flip
     theta[:, 0, 2] = cx
@@ -215,27 +239,29 @@ def augment_batch(x, aug: Augment, generator) -> "torch.Tensor":
     return x
 
 
-def random_erasing(x, aug: Augment, generator, fill_mean=None, fill_std=None):
-    """Erase one random rectangle per image (with probability aug.erasing) with noise, in place."""
+def random_erasing(x, aug: Augment, generator, rows=None, total: int | None = None):
+    """Erase one random rectangle per image (with probability aug.erasing) with N(0, 1) noise."""
     import torch
 
     if aug.erasing <= 0:
         return x
     n, c, h, w = x.shape
-    g = generator
-    do = torch.rand(n, generator=g) < aug.erasing
-    area = torch.rand(n, generator=g) * (aug.erasing_area[1] - aug.erasing_area[0]) + aug.erasing_area[0]
-    logr = torch.rand(n, generator=g) * (math.log(3.3) - math.log(0.3)) + math.log(0.3)
+    rand = _draws(generator, n, rows, total)
+    do = rand() < aug.erasing
+    area = rand() * (aug.erasing_area[1] - aug.erasing_area[0]) + aug.erasing_area[0]
+    logr = rand() * (math.log(3.3) - math.log(0.3)) + math.log(0.3)
     r = torch.exp(logr)
     eh = (torch.sqrt(area * r) * h).clamp(1, h).long()
     ew = (torch.sqrt(area / r) * w).clamp(1, w).long()
-    y0 = (torch.rand(n, generator=g) * (h - eh + 1).float()).long()
-    x0 = (torch.rand(n, generator=g) * (w - ew + 1).float()).long()
-    rows = torch.arange(h).view(1, h, 1)
-    cols = torch.arange(w).view(1, 1, w)
-    mask = ((rows >= y0.view(n, 1, 1)) & (rows < (y0 + eh).view(n, 1, 1)) &
-            (cols >= x0.view(n, 1, 1)) & (cols < (x0 + ew).view(n, 1, 1)) & do.view(n, 1, 1))
-    noise = torch.randn(x.shape, generator=g)
+    y0 = (rand() * (h - eh + 1).float()).long()
+    x0 = (rand() * (w - ew + 1).float()).long()
+    ys = torch.arange(h).view(1, h, 1)
+    xs = torch.arange(w).view(1, 1, w)
+    mask = ((ys >= y0.view(n, 1, 1)) & (ys < (y0 + eh).view(n, 1, 1)) &
+            (xs >= x0.view(n, 1, 1)) & (xs < (x0 + ew).view(n, 1, 1)) & do.view(n, 1, 1))
+    noise = torch.randn(((total or n),) + tuple(x.shape[1:]), generator=generator)
+    if rows is not None:
+        noise = noise[torch.as_tensor(rows)]
     return torch.where(mask.unsqueeze(1), noise, x)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEMO_TRAIN = dict(input_size=64, width=0.5, epochs=12, classes_per_batch=8, samples_per_class=4, eval_every=0,
+DEMO_TRAIN = dict(input_size=64, width=0.5, epochs=30, classes_per_batch=8, samples_per_class=4, eval_every=0,
                   lr=3e-3, warmup_epochs=1.0)
 
 

@@ -1,5 +1,8 @@
 """`mobilize train retrieval`: the training recipe.
 
+Under torchrun every process draws the same global P x K batch and trains on its share of the
+classes (gradients averaged by DDP); batch-hard mining then sees each process's share.
+
 Loss = classification head (ArcFace by default, plain softmax for the baseline) + batch-hard
 triplet, on P x K class-balanced batches with crop/flip/colour jitter and random erasing.
 With --mutual, two students with different initialisations learn together, each also
@@ -221,7 +224,11 @@ def train(config: TrainConfig, reporter=None) -> dict:
                 train_set.paths, cfg.input_size, reporter, "decoding gallery images")
 
         model = wrap_ddp(cohort, env)
-        sampler = PKSampler(labels, cfg.classes_per_batch, cfg.samples_per_class, cfg.seed, env.rank)
+        sampler = PKSampler(labels, cfg.classes_per_batch, cfg.samples_per_class, cfg.seed)
+        if sampler.p < env.world_size:
+            raise BadInput(f"--classes-per-batch {sampler.p} is smaller than the {env.world_size} processes",
+                           "each process needs at least one class of the global P x K batch")
+        rows = sampler.rows_for(env.rank, env.world_size) if env.distributed else None
         total_steps = cfg.epochs * sampler.batches_per_epoch
         warmup = int(cfg.warmup_epochs * sampler.batches_per_epoch)
         aug = Augment(erasing=cfg.random_erasing)
@@ -236,15 +243,18 @@ def train(config: TrainConfig, reporter=None) -> dict:
 
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
-            g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + env.rank * 10_007 + epoch) % (2**31))
+            g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) % (2**31))
             losses, parts_sum = [], {}
             bar = progress(reporter, sampler.epoch(epoch), sampler.batches_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", env)
             for idx in bar:
+                total = len(idx)
+                if rows is not None:
+                    idx = idx[rows]
                 idx_t = torch.from_numpy(idx)
                 x = images[idx_t].float().div_(255.0)
-                x = augment_batch(x, aug, g)
+                x = augment_batch(x, aug, g, rows, total)
                 x = (x - mean) / std
-                x = random_erasing(x, aug, g).to(env.device).contiguous(memory_format=torch.channels_last)
+                x = random_erasing(x, aug, g, rows, total).to(env.device).contiguous(memory_format=torch.channels_last)
                 y = labels_t[idx_t].to(env.device)
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(step, total_steps, warmup, cfg.lr)

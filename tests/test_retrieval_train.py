@@ -1,0 +1,161 @@
+"""Training on the synthetic products, --resume, export, and eval of checkpoint vs artifact."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mobilize.data.retrieval import make_synthetic_products, read_split
+from mobilize.errors import BadInput
+from mobilize.models.retrieval.train import TrainConfig, train
+
+TINY = dict(input_size=32, width=0.25, embedding_dim=32, classes_per_batch=6, samples_per_class=4,
+            eval_every=0, threads=1, lr=3e-3, warmup_epochs=0.5)
+
+
+@pytest.fixture(scope="module")
+def products(tmp_path_factory):
+    root = tmp_path_factory.mktemp("retrieval") / "products"
+    return make_synthetic_products(root, classes=6, train_per_class=8, val_per_class=3, size=32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(products, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    summary = train(TrainConfig(data=str(products), out=str(out), epochs=16, random_erasing=0.0, **TINY))
+    return out, summary
+
+
+def test_synthetic_generator_is_seeded_and_laid_out(products, tmp_path):
+    again = make_synthetic_products(tmp_path / "again", classes=6, train_per_class=8, val_per_class=3, size=32, seed=0)
+    a, b = read_split(products, "train"), read_split(again, "train")
+    assert len(a) == 6 * 8 and a.classes == b.classes and len(read_split(products, "catalog")) == 6
+    assert all(pa.read_bytes() == pb.read_bytes() for pa, pb in zip(a.paths, b.paths))
+
+
+def test_training_steps_decrease_the_loss(trained):
+    out, summary = trained
+    losses = [h["loss"] for h in summary["history"]]
+    assert len(losses) == 16 and np.all(np.isfinite(losses))
+    # per-epoch means of a few augmented batches are noisy: compare the first and last three
+    assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+    ckpt = torch.load(out / "model.pt", weights_only=True)  # a checkpoint is data
+    assert ckpt["family"] == "retrieval" and ckpt["optimizer"] is None and "cohort" not in ckpt
+    assert len(ckpt["classes"]) == 6
+    assert (out / "last.pt").exists() and json.loads((out / "history.json").read_text()) == summary["history"]
+
+
+def test_resume_continues_the_same_run(products, tmp_path):
+    out = tmp_path / "run"
+    first = train(TrainConfig(data=str(products), out=str(out), epochs=1, **TINY))
+    with pytest.raises(BadInput, match="--resume"):
+        train(TrainConfig(data=str(products), out=str(out), epochs=2, **TINY))
+    resumed = train(TrainConfig(data=str(products), out=str(out), epochs=2, resume=True, **TINY))
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["history"][0] == first["history"][0] and resumed["steps"] == 2 * first["steps"]
+
+
+def test_mutual_learning_trains_two_students_and_deploys_one(products, tmp_path):
+    out = tmp_path / "dml"
+    summary = train(TrainConfig(data=str(products), out=str(out), epochs=1, mutual=True, **TINY))
+    assert summary["history"][0]["mutual"] > 0
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert any(k.startswith("students.1.") for k in last["cohort"])
+    deployed = torch.load(out / "model.pt", weights_only=True)
+    assert set(deployed["model"]) == {k[len("students.0.net."):] for k in last["cohort"] if k.startswith("students.0.net.")}
+
+
+@pytest.mark.slow
+def test_eval_on_artifact_equals_eval_on_checkpoint(trained, products, tmp_path):
+    from mobilize import export
+    from mobilize.manifest import Manifest
+    from mobilize.models.retrieval.evaluate import EvalConfig, evaluate
+    from mobilize.models.retrieval.evaluate import embed_files
+    from mobilize.models.retrieval.index import Index
+    from mobilize.runtimes import open_predictor
+
+    out, _ = trained
+    manifest = export(str(out / "model.pt"), ["onnx", "ncnn"], tmp_path / "artifact")
+    assert manifest.ok, {t: r.error for t, r in manifest.targets.items()}
+    assert manifest.outputs[0]["name"] == "embedding" and manifest.outputs[0]["shape"] == [1, 32]
+    assert manifest.metadata["embedding_dim"] == 32 and len(manifest.labels) == 6
+    cfg = EvalConfig(data=str(products))
+    reference = evaluate(str(out / "model.pt"), cfg)
+    with open_predictor(str(out / "model.pt")) as p:  # the rankings compared are not all ties
+        e, _ = embed_files(p, read_split(products, "val").paths[:6])
+    assert (e @ e.T)[np.triu_indices(6, 1)].min() < 0.99
+    for target in ("onnx", "ncnn"):
+        got = evaluate(str(manifest.location), cfg, target=target)
+        for key in ("recall@1", "recall@5", "recall@10", "map@r", "category_accuracy"):
+            assert got[key] == pytest.approx(reference[key], abs=1e-9), (target, key)
+        assert got["runtime"] == target
+
+    r = subprocess.run([sys.executable, "-m", "mobilize", "index", str(manifest.location), "--data", str(products),
+                        "--target", "onnx", "--query", str(read_split(products, "val").paths[0]), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    index = Index.load(manifest.location / "index.safetensors")
+    assert len(index) == 6 * 8 + 6 and index.dim == 32
+    recorded = Manifest.load(manifest.location).metadata["index"]
+    assert recorded["count"] == len(index) and recorded["file"] == "index.safetensors"
+    assert result["queries"][0]["category"] in index.classes
+
+
+def test_eval_json_and_rerank(trained, products):
+    out, _ = trained
+    r = subprocess.run([sys.executable, "-m", "mobilize", "eval", str(out / "model.pt"), "--data", str(products),
+                        "--query", "val", "--gallery", "train,catalog", "--rerank", "--k1", "6", "--k2", "2", "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert {"recall@1", "recall@5", "recall@10", "map@r", "category_accuracy"} <= set(m)
+    assert m["rerank"] is True and m["queries"] == 18 and m["gallery"] == 54
+
+
+def test_cli_bad_input(trained, products, tmp_path):
+    out, _ = trained
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "mobilize", *map(str, args)], capture_output=True, text=True)
+
+    cases = [
+        (("eval", out / "model.pt", "--data", tmp_path / "nowhere"), "is not a directory"),
+        (("eval", out / "model.pt", "--data", products, "--query", "test"), "has no split 'test'"),
+        (("eval", out / "model.pt", "--data", products, "--target", "ncnn"), "needs an exported artifact"),
+        (("train", "retrieval", "--data", products, "--out", out), "already holds a run"),
+        (("train", "retrieval", "--data", products, "--out", tmp_path / "r", "--samples-per-class", "1"),
+         "--samples-per-class"),
+        (("index", out / "model.pt", "--data", products), "--out is needed"),
+    ]
+    for args, message in cases:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun(products, tmp_path):
+    """DDP (gloo on CPU): both processes take their share of the same global P x K batches, so a
+    two-process run makes as many steps as one process and writes one checkpoint."""
+    import os
+
+    args = ["train", "retrieval", "--data", str(products), "--input-size", "32", "--width", "0.25",
+            "--embedding-dim", "16", "--classes-per-batch", "4", "--samples-per-class", "3", "--epochs", "1",
+            "--eval-every", "0", "--threads", "1", "--quiet", "--json"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    one = subprocess.run([sys.executable, "-m", "mobilize", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "mobilize", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a = torch.load(tmp_path / "one" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "model.pt", weights_only=True)
+    assert a["step"] == b["step"] == 5  # ceil(54 images / (4 x 3))
+    assert np.isfinite(b["history"][0]["loss"])
+    assert a["model"].keys() == b["model"].keys()
