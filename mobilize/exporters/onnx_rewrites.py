@@ -73,12 +73,13 @@ def _const(model, namer, value, hint="c") -> str:
     return name
 
 
-def _replace_nodes(model, op_type: str, build) -> int:
-    """Replace every node of `op_type` by the nodes `build(node)` returns, in place."""
+def _replace_nodes(model, op_type: str, build, when=lambda node: True) -> int:
+    """Replace every node of `op_type` (for which `when` holds) by the nodes `build(node)`
+    returns, in place."""
     graph = model.graph
     new_nodes, count = [], 0
     for node in graph.node:
-        if node.op_type == op_type and node.domain in ("", "ai.onnx"):
+        if node.op_type == op_type and node.domain in ("", "ai.onnx") and when(node):
             new_nodes.extend(build(node))
             count += 1
         else:
@@ -231,18 +232,7 @@ def grouped_conv_split(model) -> int:
         nodes.append(helper.make_node("Concat", outs, [node.output[0]], name=namer("Concat"), axis=1))
         return nodes
 
-    graph = model.graph
-    new_nodes, count = [], 0
-    for node in graph.node:
-        if node.op_type == "Conv" and is_grouped(node):
-            new_nodes.extend(build(node))
-            count += 1
-        else:
-            new_nodes.append(node)
-    if count:
-        del graph.node[:]
-        graph.node.extend(new_nodes)
-    return count
+    return _replace_nodes(model, "Conv", build, when=is_grouped)
 
 
 def _int64s(model, namer, values) -> str:
