@@ -42,13 +42,17 @@ TEACHER = dict(steps=4000, batch_rays=2048, levels=12, log2_table=15, max_res=25
 PSEUDO_IMAGES = 1000
 STUDENTS = {
     # quality-first: MobileR2L-style, rays at 50x50, x2 learned upsampling
-    "student": dict(scale=2, hidden=128, blocks=8, points=16, freqs=6, up_channels=32, distill_steps=10000,
-                    finetune_steps=3000, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
+    "student": dict(scale=2, hidden=128, blocks=8, points=16, freqs=6, up_channels=32, distill_steps=8000,
+                    finetune_steps=2500, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
     # the phone variant: rays at 25x25, x4 upsampling, inside the Snapdragon 410 budget
-    "student-lowres": dict(scale=4, hidden=96, blocks=6, points=8, freqs=6, up_channels=16, distill_steps=10000,
-                           finetune_steps=3000, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
+    "student-lowres": dict(scale=4, hidden=96, blocks=6, points=8, freqs=6, up_channels=16, distill_steps=8000,
+                           finetune_steps=2500, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
+    # the FLOP goal: >= 25x fewer FLOPs per pixel than the teacher as it actually runs
+    "student-tiny": dict(scale=4, hidden=64, blocks=3, points=8, freqs=5, up_channels=8, distill_steps=8000,
+                         finetune_steps=2500, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
 }
-CHECKPOINT_NAMES = {"teacher": "nerf-lego.pt", "student": "nelf-lego.pt", "student-lowres": "nelf-lego-lowres.pt"}
+CHECKPOINT_NAMES = {"teacher": "nerf-lego.pt", "student": "nelf-lego.pt", "student-lowres": "nelf-lego-lowres.pt",
+                    "student-tiny": "nelf-lego-tiny.pt"}
 
 
 def log(msg: str) -> None:
@@ -183,13 +187,61 @@ def weights_mb(manifest, target: str) -> float | None:
     return round(sum(f.bytes for f in rec.files) / 2 ** 20, 3)
 
 
+def cached(path: Path, compute) -> dict:
+    """Report parts are slow (hundreds of renders): kept in WORK; delete the file to redo one."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    path.write_text(json.dumps(value, indent=2, default=str))
+    return value
+
+
+def teacher_report(work: Path, data: Path) -> dict:
+    t_summary = json.loads((work / "teacher" / "summary.json").read_text())
+    t_costs = teacher_costs(work, data)
+    t_scores = score(work / "teacher" / "model.pt", data, None, work / "teacher-val.png")
+    return {"config": TEACHER, "val_psnr": t_scores["psnr"], "val_ssim": t_scores["ssim"],
+            "train_seconds": t_summary["train_seconds"], **t_costs}
+
+
+def student_report(work: Path, data: Path, name: str, teacher: dict, sd410: dict, reporter) -> dict:
+    s = json.loads((work / name / "summary.json").read_text())
+    manifest = export_student(work, name, reporter)
+    distilled = score(work / name / "distilled.pt", data, None, work / f"{name}-distilled-val.png")
+    final = score(work / name / "model.pt", data, None, work / f"{name}-val.png")
+    per_runtime = {}
+    for target in ("onnx", "ncnn", "tfjs", "tflite"):
+        rec = manifest.targets.get(target)
+        if rec is not None and rec.ok:
+            per_runtime[target] = score(manifest.location, data, target, work / f"{name}-val-{target}.png")["psnr"]
+        else:
+            per_runtime[target] = f"{rec.status}: {rec.error}" if rec else "not exported"
+    return {
+        "config": STUDENTS[name], "pseudo_images": PSEUDO_IMAGES, "depth": s["depth"],
+        "val_psnr_distilled": distilled["psnr"], "val_ssim_distilled": distilled["ssim"],
+        "val_psnr": final["psnr"], "val_ssim": final["ssim"], "val_psnr_by_runtime": per_runtime,
+        "psnr_minus_teacher": round(final["psnr"] - teacher["val_psnr"], 3),
+        "flops_per_pixel": s["flops_per_pixel"], "flops_per_frame": s["flops_per_frame"],
+        "teacher_over_student_flops_per_pixel": round(teacher["flops_per_pixel"] / s["flops_per_pixel"], 2),
+        "teacher_over_student_flops_without_skipping": round(
+            teacher["flops_per_pixel_without_skipping"] / s["flops_per_pixel"], 2),
+        "fits_snapdragon410_30fps": s["flops_per_frame"] <= sd410["budget_flops_per_frame"],
+        "share_of_snapdragon410_budget": round(s["flops_per_frame"] / sd410["budget_flops_per_frame"], 3),
+        "parameters": s["parameters"], "weights_mb_fp32": s["weights_mb"],
+        "artifact_mb": {t: weights_mb(manifest, t) for t in ("onnx", "ncnn", "tfjs", "tflite")},
+        "parity": {t: (r.parity or {}).get("passed") for t, r in manifest.targets.items()},
+        "train_seconds": s["train_seconds"], "pseudo_seconds": s.get("pseudo_seconds"),
+        "ms_per_frame": student_timings(work, name, manifest),
+    }
+
+
 def main(argv=None) -> int:
     import torch
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="/tmp/nelf-lego", help="working directory (runs, pseudo-data, artifacts)")
     p.add_argument("--data", default=str(DATA))
-    p.add_argument("--only", choices=["teacher", "student", "student-lowres", "report"], action="append")
+    p.add_argument("--only", choices=["teacher", *STUDENTS, "report"], action="append")
     p.add_argument("--smoke", action="store_true", help="tiny settings, to check this script in minutes "
                    "(results go to WORK only, never to benchmarks/results)")
     args = p.parse_args(argv)
@@ -210,7 +262,7 @@ def main(argv=None) -> int:
     from mobilize._ui import Reporter
 
     reporter = Reporter()
-    only = set(args.only or ["teacher", "student", "student-lowres", "report"])
+    only = set(args.only or ["teacher", *STUDENTS, "report"])
     if "teacher" in only:
         log("teacher")
         train_teacher(work, data, reporter)
@@ -226,50 +278,20 @@ def main(argv=None) -> int:
     from nelf_budget import budget
 
     log("report: teacher")
-    t_summary = json.loads((work / "teacher" / "summary.json").read_text())
     result = {"data": "lego-100 (100x100; train 100 views, val 100 views)", "machine": {
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads_used": 1,
         "torch": torch.__version__, "note": "2 cores shared with other jobs: times are upper bounds"}}
-    t_costs = teacher_costs(work, data)
-    t_scores = score(work / "teacher" / "model.pt", data, None, work / "teacher-val.png")
-    result["teacher"] = {"config": TEACHER, "val_psnr": t_scores["psnr"], "val_ssim": t_scores["ssim"],
-                         "train_seconds": t_summary["train_seconds"], **t_costs}
+    result["teacher"] = cached(work / "teacher-report.json", lambda: teacher_report(work, data))
     sd410 = budget()
     result["budget_snapdragon410_30fps"] = {k: v for k, v in sd410.items() if k != "networks"} | {
         "networks": [{k: r[k] for k in ("network", "ms", "gflops", "gflops_per_s")} for r in sd410["networks"]]}
     result["students"] = {}
     for name in STUDENTS:
-        if not (work / name / "summary.json").is_file():
-            continue
-        log(f"report: {name}")
-        s = json.loads((work / name / "summary.json").read_text())
-        manifest = export_student(work, name, reporter)
-        distilled = score(work / name / "distilled.pt", data, None, work / f"{name}-distilled-val.png")
-        final = score(work / name / "model.pt", data, None, work / f"{name}-val.png")
-        per_runtime = {}
-        for target in ("onnx", "ncnn", "tfjs", "tflite"):
-            rec = manifest.targets.get(target)
-            if rec is not None and rec.ok:
-                per_runtime[target] = score(manifest.location, data, target, work / f"{name}-val-{target}.png")["psnr"]
-            else:
-                per_runtime[target] = f"{rec.status}: {rec.error}" if rec else "not exported"
-        ratio = t_costs["flops_per_pixel"] / s["flops_per_pixel"]
-        result["students"][name] = {
-            "config": STUDENTS[name], "pseudo_images": PSEUDO_IMAGES, "depth": s["depth"],
-            "val_psnr_distilled": distilled["psnr"], "val_ssim_distilled": distilled["ssim"],
-            "val_psnr": final["psnr"], "val_ssim": final["ssim"], "val_psnr_by_runtime": per_runtime,
-            "psnr_minus_teacher": round(final["psnr"] - t_scores["psnr"], 3),
-            "flops_per_pixel": s["flops_per_pixel"], "flops_per_frame": s["flops_per_frame"],
-            "teacher_over_student_flops_per_pixel": round(ratio, 2),
-            "teacher_over_student_flops_without_skipping": round(
-                t_costs["flops_per_pixel_without_skipping"] / s["flops_per_pixel"], 2),
-            "fits_snapdragon410_30fps": s["flops_per_frame"] <= sd410["budget_flops_per_frame"],
-            "share_of_snapdragon410_budget": round(s["flops_per_frame"] / sd410["budget_flops_per_frame"], 3),
-            "parameters": s["parameters"], "weights_mb_fp32": s["weights_mb"],
-            "artifact_mb": {t: weights_mb(manifest, t) for t in ("onnx", "ncnn", "tfjs", "tflite")},
-            "parity": {t: (r.parity or {}).get("passed") for t, r in manifest.targets.items()},
-            "train_seconds": s["train_seconds"], "ms_per_frame": student_timings(work, name, manifest),
-        }
+        if (work / name / "summary.json").is_file():
+            log(f"report: {name}")
+            result["students"][name] = cached(work / f"{name}-report.json",
+                                              lambda: student_report(work, data, name, result["teacher"], sd410,
+                                                                     reporter))
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name, file in CHECKPOINT_NAMES.items():
         src = work / name / "model.pt"
