@@ -11,9 +11,10 @@ class TrainConfig:
     out: str = field(metadata={"help": "run directory: last.pt every epoch, best.pt by validation mAP",
                                "metavar": "RUN_DIR"})
     format: str = field(default="auto", metadata={"help": "data format: auto, voc, coco or yolo"})
-    epochs: int = field(default=100, metadata={"help": "passes over the training images"})
+    epochs: int = field(default=0, metadata={"help": "passes over the training images (0: auto, about 1200 steps: "
+                                                      "100 to 300 passes, so small data sets get enough steps)"})
     imgsz: int = field(default=320, metadata={"help": "input size S (the model takes S x S; multiple of 32)"})
-    width: float = field(default=0.75, metadata={"help": "backbone width multiplier"})
+    width: float = field(default=0.5, metadata={"help": "backbone width multiplier"})
     neck_channels: int = field(default=96, metadata={"help": "channels of the neck and head"})
     separable: bool = field(default=True, metadata={"help": "depthwise-separable convolutions (--no-separable: "
                                                               "standard ones, for comparison)"})

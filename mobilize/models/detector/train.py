@@ -20,7 +20,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +169,11 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.999))
 
 
+def auto_epochs(steps_per_epoch: int, target_steps: int = 1200) -> int:
+    """Enough passes for a from-scratch detector: ~1200 steps, between 100 and 300 epochs."""
+    return int(min(300, max(100, math.ceil(target_steps / steps_per_epoch))))
+
+
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     """Linear warm-up, then cosine down to 5 % of the peak."""
     warmup = min(warmup, max(1, total // 5))
@@ -189,8 +194,8 @@ def train(config: TrainConfig, reporter=None) -> dict:
 
 def _check(config: TrainConfig, env: DistEnv) -> None:
     check_imgsz(config.imgsz)
-    if config.epochs < 1:
-        raise BadInput("--epochs must be at least 1")
+    if config.epochs < 0:
+        raise BadInput("--epochs must be positive (or 0: chosen from the data set size)")
     if config.batch < 1 or config.batch % env.world_size:
         raise BadInput(f"--batch {config.batch} cannot be split over {env.world_size} processes",
                        f"use a multiple of {env.world_size}")
@@ -259,6 +264,9 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
     ema = EMA(model) if config.ema and env.is_main else None
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     steps_per_epoch = len(epoch_batches(len(train_set), config.batch, config.seed, 0))
+    if not config.epochs:
+        config = replace(config, epochs=auto_epochs(steps_per_epoch))
+        log(f"epochs: {config.epochs} ({steps_per_epoch} steps each)")
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
@@ -313,7 +321,7 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
             if ema is not None:
                 ema.update(unwrap(model))
             step += 1
-            running += loss.item() / env.world_size
+            running += loss.item()  # this process's share x N: an estimate of the whole batch's loss
             count += 1
             if bar is not None:
                 bar.update(1)
@@ -321,6 +329,7 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
                 bar.set_postfix(loss=f"{running / count:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         epoch += 1
         last = epoch >= config.epochs or step >= total_steps
+        # the whole batch's loss is the sum of the shares, i.e. the mean of (share x N)
         record = {"epoch": epoch, "step": step, "loss": round(_mean_over(running / max(count, 1), env), 5)}
         if env.is_main and (epoch % config.eval_interval == 0 or last):
             eval_model = (ema.module if ema is not None else unwrap(model)).eval()
