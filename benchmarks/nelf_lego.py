@@ -42,14 +42,14 @@ TEACHER = dict(steps=4000, batch_rays=2048, levels=12, log2_table=15, max_res=25
 PSEUDO_IMAGES = 1000
 STUDENTS = {
     # quality-first: MobileR2L-style, rays at 50x50, x2 learned upsampling
-    "student": dict(scale=2, hidden=128, blocks=8, points=16, freqs=6, up_channels=32, distill_steps=8000,
-                    finetune_steps=2500, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
+    "student": dict(scale=2, hidden=128, blocks=8, points=16, freqs=6, up_channels=32, distill_steps=5000,
+                    finetune_steps=1500, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
     # the phone variant: rays at 25x25, x4 upsampling, inside the Snapdragon 410 budget
-    "student-lowres": dict(scale=4, hidden=96, blocks=6, points=8, freqs=6, up_channels=16, distill_steps=8000,
-                           finetune_steps=2500, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
+    "student-lowres": dict(scale=4, hidden=96, blocks=6, points=8, freqs=6, up_channels=16, distill_steps=5000,
+                           finetune_steps=1500, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
     # the FLOP goal: >= 25x fewer FLOPs per pixel than the teacher as it actually runs
-    "student-tiny": dict(scale=4, hidden=64, blocks=3, points=8, freqs=5, up_channels=8, distill_steps=8000,
-                         finetune_steps=2500, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
+    "student-tiny": dict(scale=4, hidden=64, blocks=3, points=8, freqs=5, up_channels=8, distill_steps=5000,
+                         finetune_steps=1500, batch_rays=4096, lr=2e-3, finetune_lr=5e-4),
 }
 CHECKPOINT_NAMES = {"teacher": "nerf-lego.pt", "student": "nelf-lego.pt", "student-lowres": "nelf-lego-lowres.pt",
                     "student-tiny": "nelf-lego-tiny.pt"}

@@ -69,8 +69,9 @@ def spec_from_checkpoint(ckpt: dict, input_shapes=None) -> ModelSpec:
         "postprocess": "keep scores >= score_threshold; per-class NMS at iou_threshold; keep the max_detections best",
         "architecture": {k: v for k, v in cfg.to_dict().items() if k != "num_classes"},
     }
+    trained_size = int(ckpt["config"]["model"].get("imgsz", s))
     for key in ("params", "flops", "metrics"):
-        if key in meta:
+        if key in meta and (key != "flops" or trained_size == s):  # FLOPs were counted at the training size
             metadata[key] = meta[key]
 
     def sample_inputs(rng):

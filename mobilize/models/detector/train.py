@@ -264,6 +264,8 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
     ema = EMA(model) if config.ema and env.is_main else None
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     steps_per_epoch = len(epoch_batches(len(train_set), config.batch, config.seed, 0))
+    if not config.epochs and config.resume:
+        config = replace(config, epochs=int(load_checkpoint(last_path)["config"]["train"]["epochs"]))
     if not config.epochs:
         config = replace(config, epochs=auto_epochs(steps_per_epoch))
         log(f"epochs: {config.epochs} ({steps_per_epoch} steps each)")
@@ -272,6 +274,7 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
         total_steps = min(total_steps, config.max_steps)
 
     start_epoch, step, best, history, elapsed = 0, 0, {"metric": config.best_metric, "value": -1.0, "epoch": None}, [], 0.0
+    resumed_metrics: dict = {}
     if config.resume:
         ckpt = load_checkpoint(last_path)
         if ckpt.get("family") != "detector" or ckpt["config"]["model"] != mcfg.to_dict():
@@ -283,6 +286,7 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
             ema.module.load_state_dict(ckpt["model"])
             ema.updates = int(ckpt["meta"].get("ema_updates", ckpt["step"]))
         start_epoch, step, best = int(ckpt["epoch"]), int(ckpt["step"]), dict(ckpt["best"])
+        resumed_metrics = dict(ckpt.get("metrics") or {})
         history = list(ckpt["meta"].get("history", []))
         elapsed = float(ckpt["meta"].get("train_seconds", 0.0))
         log(f"resuming {out} at epoch {start_epoch + 1} (step {step})")
@@ -299,7 +303,7 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
     bar = progress(log, None, total=total_steps - step, desc="train", env=env) if step < total_steps else None
     t0 = time.perf_counter() - elapsed
     epoch = start_epoch
-    metrics: dict = {}
+    metrics: dict = resumed_metrics
     while epoch < config.epochs and step < total_steps:
         batches = epoch_batches(len(train_set), config.batch, config.seed, epoch)
         ds = BatchLoader(train_set, batches, env.rank, env.world_size, config.imgsz, config.seed, epoch, aug)
@@ -355,8 +359,12 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
     seconds = time.perf_counter() - t0
     return {"run": str(out), "best": str(best_path), "last": str(last_path), "epochs": epoch, "steps": step,
             "best_epoch": best["epoch"], f"best_{config.best_metric}": round(best["value"], 5),
-            "map50": round(metrics.get("map50", float("nan")), 5), "map50_95": round(metrics.get("map50_95", float("nan")), 5),
+            "map50": _round(metrics.get("map50")), "map50_95": _round(metrics.get("map50_95")),
             "params": params, "flops": flops, "train_seconds": round(seconds, 1), "processes": env.world_size}
+
+
+def _round(v):
+    return None if v is None else round(float(v), 5)
 
 
 def _forward_raw(model, images):

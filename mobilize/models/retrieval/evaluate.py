@@ -64,6 +64,20 @@ def embed_files(predictor, paths, reporter=None, desc: str = "embedding") -> tup
     return emb, 1000.0 * seconds / max(1, len(paths))
 
 
+def coarse_classes(root: Path) -> dict[str, str]:
+    """Optional ROOT/classes.csv with columns `class` and `coarse_class` (e.g. Granny-Smith -> Apple)."""
+    import csv
+
+    path = Path(root) / "classes.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "class" not in rows[0] or "coarse_class" not in rows[0]:
+        return {}
+    return {r["class"]: r["coarse_class"] for r in rows}
+
+
 def evaluate(source, config: EvalConfig, target: str | None = None, reporter=None) -> dict:
     from ..._ui import SILENT
     from ...data.retrieval import read_splits
@@ -102,8 +116,11 @@ def evaluate(source, config: EvalConfig, target: str | None = None, reporter=Non
     index = Index(g_emb, gl, classes)
     predicted, _ = index.predict(q_emb, config.vote_k, config.vote_temperature, config.backend)
     category = float(np.mean([p == t for p, t in zip(predicted, queries.labels)]))
+    coarse = coarse_classes(root)
     result = {"recall@1": metrics["recall@1"], "recall@5": metrics["recall@5"], "recall@10": metrics["recall@10"],
               "map@r": metrics["map@r"], "category_accuracy": category,
+              **({"coarse_category_accuracy": float(np.mean([coarse.get(p, p) == coarse.get(t, t) for p, t in
+                                                             zip(predicted, queries.labels)]))} if coarse else {}),
               "queries": metrics["queries"], "queries_unmatched": metrics["queries_unmatched"],
               "gallery": len(gallery), "rerank": bool(config.rerank), "runtime": kind,
               "embed_ms_per_image": round((q_ms * len(q_emb) + g_ms * len(g_emb)) / max(1, len(q_emb) + len(g_emb)), 3),
