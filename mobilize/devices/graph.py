@@ -197,9 +197,11 @@ def classify(layer: Layer, in_shape: Sequence[int]) -> tuple[str, int]:
     """(cost category, kernel dispatches): which ncnn kernel runs a layer decides what a MAC costs.
 
     A group convolution runs as one dense convolution per group in ncnn, so it is priced as
-    that convolution, with one dispatch per group. A matrix product with more than one row
-    (a transformer's Gemm, attention) is a GEMM like a 1x1 convolution; with one row it is a
-    matrix-vector product whose cost is reading the weights ("gemv").
+    that convolution, with one dispatch per group. An int8 convolution runs the int8 twin of
+    the same kernel (winograd, sgemm or im2col): the fp32 kind with "_int8" appended. A matrix
+    product with more than one row (a transformer's Gemm, attention) is a GEMM like a 1x1
+    convolution; with one row it is a matrix-vector product whose cost is reading the weights
+    ("gemv").
     """
     t, p = layer.type, layer.params
     if t in FREE:
@@ -217,11 +219,11 @@ def classify(layer: Layer, in_shape: Sequence[int]) -> tuple[str, int]:
         dil = int(p.get(2, 1))
         if group > 1 and group == cout and (cin in (0, group)):
             return ("dwconv_int8" if int8 else "dwconv"), 1
-        if int8:
-            return "conv_int8", group
         if t.startswith("Deconvolution"):
-            return "conv", group
-        return _conv_kind(cin // group if cin else 16, cout // group, kw, kh, sw, sh, dil), group
+            kind = "conv"
+        else:
+            kind = _conv_kind(cin // group if cin else 16, cout // group, kw, kh, sw, sh, dil)
+        return (kind + "_int8" if int8 else kind), group
     if t in ("InnerProduct", "Gemm", "MatMul"):
         rows = int(in_shape[-2]) if len(in_shape) >= 2 else 1
         if t == "InnerProduct" and len(in_shape) >= 3:

@@ -8,8 +8,12 @@ convolution on the same core; a fully connected layer at batch 1 is priced by th
 bytes it must read. The dense kinds are split by shape, as nn-Meter prices kernels by their
 configuration: "_small" when the output map has fewer than 200 pixels (14x14 and below: few
 winograd tiles, short GEMM rows), else "_thin" when a group has fewer than 64 output channels
-(a GEMM that narrow runs well below peak). Summing per layer is what lets the predictor
-price an architecture it has never seen.
+(a GEMM that narrow runs well below peak); an im2col convolution reducing over fewer than 200
+inputs (an RGB stem) is "conv_shallow". An int8 convolution is the same kind with "_int8"
+appended, priced as the fp32 kind times one int8 factor per device (`tie_matrix`). Activation
+bytes are priced as "cached_bytes" when a layer moves less than an A53's L2, and element-wise
+layers evaluating exp/erf/pow pay "transcendental_bytes" on top. Summing per layer is what lets
+the predictor price an architecture it has never seen.
 
 Prices are fitted in log space (relative error is what matters from a 15 ms model to a 2 s
 one). A device measured on only a few models cannot pin down every price, so `fit` can shrink
@@ -30,19 +34,35 @@ from .graph import Graph, LayerCost
 DENSE = ("conv3x3_winograd", "conv1x1", "conv")
 THIN_CHANNELS = 64
 SMALL_PIXELS = 200
-MAC_KINDS = tuple(f"{k}{s}" for k in DENSE for s in ("", "_small", "_thin")) + ("dwconv", "conv_int8", "dwconv_int8")
-PRICES = MAC_KINDS + ("gemv_weight_bytes", "bytes", "layer")
+SHALLOW_DEPTH = 200  # an im2col convolution reducing over fewer inputs (cin/group*kh*kw): "conv_shallow"
+FP32_KINDS = tuple(f"{k}{s}" for k in DENSE for s in ("", "_small", "_thin")) + ("conv_shallow",)
+# an int8 convolution is priced as its fp32 kind times one int8 factor per device (tied in `fit`)
+INT8_TWIN = {f"{k}_int8": k for k in FP32_KINDS}
+MAC_KINDS = FP32_KINDS + ("dwconv",) + tuple(INT8_TWIN) + ("dwconv_int8",)
+# element-wise layers that evaluate exp / erf / pow per element: several times a ReLU's cost per byte
+TRANSCENDENTAL = {"Swish", "GELU", "LRN", "Sigmoid", "Softmax", "Mish", "TanH", "ELU", "SELU", "Exp", "Log", "Power"}
+PRICES = MAC_KINDS + ("gemv_weight_bytes", "transcendental_bytes", "bytes", "cached_bytes", "layer")
+CACHE_BYTES = 512 * 1024  # the L2 of a Cortex-A53 cluster: a layer moving less stays in cache
 
 # what one unit of each price is, for people reading a profile
 UNITS = {k: "ms per MAC" for k in MAC_KINDS} | {
     "gemv_weight_bytes": "ms per weight byte of a matrix-vector product (fully connected, batch 1)",
-    "bytes": "ms per activation byte read or written", "layer": "ms per kernel dispatch"}
+    "transcendental_bytes": "ms per activation byte of an exp/erf/pow element-wise layer (on top of bytes)",
+    "bytes": "ms per activation byte read or written",
+    "cached_bytes": "ms per activation byte of a layer moving less than CACHE_BYTES (it stays in L2)",
+    "layer": "ms per kernel dispatch"}
 
 
 def price_kind(c: LayerCost) -> str:
     """The priced kind of a MAC layer: its kernel, split by output width and map size."""
-    if c.kind not in DENSE:
+    base = c.kind.removesuffix("_int8")
+    if base not in DENSE:
         return c.kind
+    split = _split_kind(c, base)
+    return split + "_int8" if c.kind.endswith("_int8") else split
+
+
+def _split_kind(c: LayerCost, base: str) -> str:
     if c.type in ("Gemm", "MatMul", "MultiHeadAttention", "InnerProduct", "SDPA"):
         cout = c.out_shape[-1] if c.out_shape else 1
         pixels = SMALL_PIXELS  # rows of a matrix product are not a feature map: never "small"
@@ -50,18 +70,23 @@ def price_kind(c: LayerCost) -> str:
         group = max(1, c.attrs.get("group", 1))
         cout = c.attrs.get("cout", 0) // group
         pixels = int(np.prod(c.out_shape[1:])) if len(c.out_shape) > 1 else 1
+        depth = c.attrs.get("cin", 0) // group * c.attrs.get("k", 1) * c.attrs.get("kh", 1)
+        if base == "conv" and 0 < depth < SHALLOW_DEPTH:  # a stem on an RGB image: short GEMM columns
+            return "conv_shallow"
     if pixels < SMALL_PIXELS:  # on a small map the tile/row shortage dominates, whatever the width
-        return c.kind + "_small"
-    return c.kind + ("_thin" if cout < THIN_CHANNELS else "")
+        return base + "_small"
+    return base + ("_thin" if cout < THIN_CHANNELS else "")
 
 
 def layer_quantities(c: LayerCost) -> dict[str, float]:
     """The priced quantities of one analysed layer."""
-    q = {"bytes": c.bytes, "layer": float(c.ops)}
-    if c.kind in DENSE or c.kind in MAC_KINDS:
+    q = {"bytes" if c.bytes >= CACHE_BYTES else "cached_bytes": c.bytes, "layer": float(c.ops)}
+    if c.kind.removesuffix("_int8") in DENSE or c.kind in MAC_KINDS:
         q[price_kind(c)] = c.macs
     elif c.kind == "gemv":
         q["gemv_weight_bytes"] = c.weight_bytes
+    elif c.type in TRANSCENDENTAL:
+        q["transcendental_bytes"] = c.bytes
     return q
 
 
@@ -103,6 +128,20 @@ def layer_breakdown(prices: dict[str, float], graph: Graph) -> list[dict]:
 
 
 # -- fitting --------------------------------------------------------------------------------
+def tie_matrix() -> np.ndarray:
+    """log prices = B @ free parameters: each price its own, but an int8 twin is its fp32 kind's
+    log price plus one shared log int8 factor (the last free parameter)."""
+    free = [p for p in PRICES if p not in INT8_TWIN]
+    B = np.zeros((len(PRICES), len(free) + 1))
+    for i, p in enumerate(PRICES):
+        if p in INT8_TWIN:
+            B[i, free.index(INT8_TWIN[p])] = 1.0
+            B[i, -1] = 1.0
+        else:
+            B[i, free.index(p)] = 1.0
+    return B
+
+
 def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None = None,
         prior: dict[str, float] | None = None, strength: float = 1.0, iters: int = 200,
         weights: Sequence[float] | None = None) -> tuple[dict, list[float]]:
@@ -112,29 +151,41 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
     strength * sum_k (log p_k - log prior_k - s)^2 keeps each price near the prior's up to a
     common factor e^s that is free: the prior says how kernels compare, the data how fast
     the device is. Prices the data cannot see (a kind absent from every row) follow the prior.
+    An int8 convolution's price is tied to its fp32 kind's by one int8 factor (`tie_matrix`),
+    so int8 models at different shapes inform one number instead of a price per shape.
     """
     X = _matrix(feats)
     y = np.log(np.asarray(ms, dtype=float))
     n, k = X.shape
+    B = tie_matrix()
+    kf = B.shape[1]
     g = np.zeros(n, dtype=int) if groups is None else np.asarray(groups, dtype=int)
     ng = int(g.max()) + 1
     if prior is None:
         u0 = _default_prior(X, y)
         strength = 1e-3  # only to fix prices the data leaves free
+        seen = X.sum(0) > 0
+        for twin, base_kind in INT8_TWIN.items():  # start the int8 factor at 1
+            i, j = PRICES.index(twin), PRICES.index(base_kind)
+            if seen[i] and not seen[j]:
+                u0[j] = u0[i]
+            elif not seen[i]:
+                u0[i] = u0[j]
     else:
         u0 = np.log(np.array([max(prior.get(p, 0.0), 1e-30) for p in PRICES]))
+    v0 = np.linalg.lstsq(B, u0, rcond=None)[0]  # the tied prices nearest the prior's
     # initial common factor: the prior's median ratio
-    base = np.log(np.maximum(X @ np.exp(u0), 1e-30))
+    base = np.log(np.maximum(X @ np.exp(B @ v0), 1e-30))
     s_init = float(np.median(y - base))
-    theta = np.concatenate([u0 + s_init, np.zeros(ng), [s_init]])  # u (k), group offsets (ng), s
+    theta = np.concatenate([v0 + s_init * (np.arange(kf) < kf - 1), np.zeros(ng), [s_init]])
     offsets = [float(np.median((y - base - s_init)[g == j])) if np.any(g == j) else 0.0 for j in range(ng)]
-    theta[k:k + ng] = np.asarray(offsets) - offsets[0]  # group 0 is the reference (offset pinned at 0)
+    theta[kf:kf + ng] = np.asarray(offsets) - offsets[0]  # group 0 is the reference (offset pinned at 0)
     lam = math.sqrt(strength)
     sw = np.sqrt(np.ones(n) if weights is None else np.asarray(weights, dtype=float))
     mu = 1e-2
 
     def residuals(t):
-        u, off, s = t[:k], t[k:k + ng], t[-1]
+        u, off, s = B @ t[:kf], t[kf:kf + ng], t[-1]
         pred = X @ np.exp(u)
         r_data = sw * (np.log(np.maximum(pred, 1e-300)) + off[g] - y)
         r_prior = lam * (u - u0 - s)
@@ -142,14 +193,14 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
         return np.concatenate([r_data, r_prior, r_anchor]), pred
 
     def jacobian(t, pred):
-        u, s = t[:k], t[-1]
-        J = np.zeros((n + k + 1, k + ng + 1))
+        u = B @ t[:kf]
+        J = np.zeros((n + k + 1, kf + ng + 1))
         share = X * np.exp(u)[None, :] / np.maximum(pred, 1e-300)[:, None]
-        J[:n, :k] = share * sw[:, None]
-        J[np.arange(n), k + g] = sw
-        J[n:n + k, :k] = lam * np.eye(k)
+        J[:n, :kf] = (share @ B) * sw[:, None]
+        J[np.arange(n), kf + g] = sw
+        J[n:n + k, :kf] = lam * B
         J[n:n + k, -1] = -lam
-        J[n + k, k] = 10.0
+        J[n + k, kf] = 10.0
         return J
 
     r, pred = residuals(theta)
@@ -172,25 +223,27 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
             mu *= 4
             if mu > 1e10:
                 break
-    prices = {p: float(math.exp(v)) for p, v in zip(PRICES, theta[:k])}
+    prices = {p: float(math.exp(v)) for p, v in zip(PRICES, B @ theta[:kf])}
     if prior is None:
         seen = {p for p, col in zip(PRICES, X.T) if col.sum() > 0}
         prices = fill_unseen(prices, seen)
-    return prices, [float(v) for v in theta[k:k + ng]]
+    return prices, [float(v) for v in theta[kf:kf + ng]]
 
 
 def parent_kind(kind: str) -> str | None:
     """conv1x1_thin -> conv1x1: the coarser price a split kind falls back to."""
-    for suffix in ("_thin", "_small"):
+    for suffix in ("_thin", "_small", "_shallow"):
         if kind.endswith(suffix):
             return kind[: -len(suffix)]
     return None
 
 
 def fill_unseen(prices: dict[str, float], seen: set[str]) -> dict[str, float]:
-    """Prices no measured model exercised take their parent kind's (a thin 3x3 is still a 3x3)."""
+    """Prices no measured model exercised take their parent kind's (a thin 3x3 is still a 3x3);
+    an int8 twin stays its fp32 kind's price times the int8 factor."""
+    seen = seen | {INT8_TWIN[k] for k in seen if k in INT8_TWIN}  # a twin's data pins its fp32 kind
     out = dict(prices)
-    for k in PRICES:
+    for k in (p for p in PRICES if p not in INT8_TWIN):
         if k in seen:
             continue
         p = parent_kind(k)
@@ -198,6 +251,8 @@ def fill_unseen(prices: dict[str, float], seen: set[str]) -> dict[str, float]:
             p = parent_kind(p)
         if p is not None:
             out[k] = out[p]
+    for twin, base in INT8_TWIN.items():
+        out[twin] = out[base] * prices[twin] / prices[base]
     return out
 
 
