@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.fit import STRENGTH, fit_predictor, pooled_prior  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
+from mobilize.devices.host import l2_cache_bytes  # noqa: E402
 from mobilize.devices.predictor import features, fit  # noqa: E402
 from mobilize.devices.profiles import PROFILES, Profile, load_profile, save_profile  # noqa: E402
 
@@ -52,10 +53,12 @@ def main() -> None:
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is missing: the published tables are needed to fit the profiles")
     graphs = {p.stem: analyse(p, benchncnn_input_shapes(p)) for p in sorted(DATA.glob("*.param"))}
-    feats = {m: features(g) for m, g in graphs.items()}
     configs = published()
+    tfeats = {t: {m: features(g, threads=t) for m, g in graphs.items()}
+              for t in sorted({c["cfg"]["num_threads"] for c in configs})}
     own = []
     for c in configs:
+        feats = tfeats[c["cfg"]["num_threads"]]
         names = sorted(m for m in c["ms"] if m in graphs)
         prices, _ = fit([feats[m] for m in names], [c["ms"][m] for m in names])
         own.append(prices)
@@ -76,12 +79,13 @@ def main() -> None:
             for i in same_class:
                 if i == idx:
                     continue
+                feats = tfeats[configs[i]["cfg"]["num_threads"]]
                 names = sorted(m for m in configs[i]["ms"] if m in graphs and m != held)
                 sets.append(fit([feats[m] for m in names], [configs[i]["ms"][m] for m in names])[0])
             return pooled_prior(sets)
 
         record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=prior_others, strength=STRENGTH,
-                               prior_without=prior_without)
+                               prior_without=prior_without, threads=threads)
         record["prior_prices"] = pooled_prior([own[i] for i in same_class])
         record["prior"] = f"published low-end boards at {'1 thread' if threads == 1 else 'several threads'}"
         record["source"] = {"published": cfg["source"], "device": cfg["device"], "config": cfg["cfg"],
@@ -103,7 +107,8 @@ def main() -> None:
         # latency_host_zoo.py) on the sum of per-layer uncontended times.
         kern = json.loads(KERNELS.read_text())
         ms = {m: v for m, v in kern["sum_ms"].items() if m in graphs and v > 0}
-        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None)
+        # "cached_bytes" below this machine's per-core L2 (2 MiB here), not an A53's 512 KiB
+        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, cache_bytes=l2_cache_bytes())
         record["source"] = {"measured": str(KERNELS.relative_to(ROOT)),
                             "statistic": "sum over layers of each layer's fastest run (1 thread, fp32)",
                             "date": kern.get("date")}

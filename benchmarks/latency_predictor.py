@@ -54,16 +54,23 @@ def device_prices(feats, table: dict, names) -> dict:
     return prices
 
 
+def thread_features(graphs, configs) -> dict[int, dict]:
+    """Each model's features at each thread count in the tables (a layer's OpenMP imbalance
+    depends on the thread count)."""
+    return {t: {m: features(g, threads=t) for m, g in graphs.items()} for t in sorted({c["threads"] for c in configs})}
+
+
 def lomo(graphs, configs, strength) -> dict:
     models = sorted(graphs)
-    feats = {m: features(graphs[m]) for m in models}
+    tfeats = thread_features(graphs, configs)
     preds = {v: [dict() for _ in configs] for v in ("device", "prior")}
     for i, held in enumerate(models):
         t0 = time.time()
-        own = [device_prices(feats, c["ms"], sorted(m for m in c["ms"] if m != held)) for c in configs]
+        own = [device_prices(tfeats[c["threads"]], c["ms"], sorted(m for m in c["ms"] if m != held)) for c in configs]
         for c, cfg in enumerate(configs):
             if held not in cfg["ms"]:
                 continue
+            feats = tfeats[cfg["threads"]]
             names = sorted(m for m in cfg["ms"] if m != held)
             others = [own[j] for j, o in enumerate(configs) if j != c and (o["threads"] == 1) == (cfg["threads"] == 1)]
             p_prior, _ = fit([feats[m] for m in names], [cfg["ms"][m] for m in names], prior=pooled_prior(others),
@@ -89,13 +96,14 @@ def lomo(graphs, configs, strength) -> dict:
 
 def unseen_device(graphs, configs, strength_grid, subsets: int, k: int = 5, seed: int = 0) -> dict:
     rng = random.Random(seed)
-    feats = {m: features(graphs[m]) for m in graphs}
+    tfeats = thread_features(graphs, configs)
     boards = sorted({c["board"] for c in configs})
     result = {}
     for board in boards:
         rest = [c for c in configs if c["board"] != board]
-        rest_prices = [device_prices(feats, c["ms"], sorted(c["ms"])) for c in rest]
+        rest_prices = [device_prices(tfeats[c["threads"]], c["ms"], sorted(c["ms"])) for c in rest]
         for cfg in [c for c in configs if c["board"] == board]:
+            feats = tfeats[cfg["threads"]]
             same = [p for p, o in zip(rest_prices, rest) if (o["threads"] == 1) == (cfg["threads"] == 1)]
             prior = pooled_prior(same or rest_prices)
             names = sorted(cfg["ms"])

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import BadInput
 from .measurements import benchncnn_input_shapes, read_measurements
 from .graph import Graph, analyse
-from .predictor import PRICES, UNITS, band_from_errors, error_summary, features, fit, predict
+from .predictor import CACHE_BYTES, PRICES, UNITS, band_from_errors, error_summary, features, fit, predict
 from .profiles import Profile, load_profile, save_profile
 
 STRENGTH = 1.0  # prior strength; chosen with the five-model holdout (docs/devices.md)
@@ -58,12 +58,18 @@ def loo_predictions(feats: dict[str, dict], ms: dict[str, float], prior: dict | 
 
 
 def fit_predictor(graphs: dict[str, Graph], ms: dict[str, float], prior: dict | None = None,
-                  strength: float = STRENGTH, loo: bool = True, prior_without=None) -> dict:
-    """A profile's predictor record: prices, error band and the evidence behind them."""
+                  strength: float = STRENGTH, loo: bool = True, prior_without=None, threads: int = 1,
+                  cache_bytes: float = CACHE_BYTES) -> dict:
+    """A profile's predictor record: prices, error band and the evidence behind them.
+
+    threads and cache_bytes are the feature settings (a layer's OpenMP imbalance at that many
+    threads; the cache size under which its bytes are "cached_bytes"); the record keeps them
+    so that predictions use the same features."""
     names = sorted(graphs)
-    feats = {n: features(graphs[n]) for n in names}
+    feats = {n: features(graphs[n], threads=threads, cache_bytes=cache_bytes) for n in names}
     prices, _ = fit([feats[n] for n in names], [ms[n] for n in names], prior=prior, strength=strength)
-    record = {"prices": prices, "units": {k: UNITS[k] for k in PRICES}}
+    record = {"prices": prices, "units": {k: UNITS[k] for k in PRICES}, "threads": int(threads),
+              "cache_bytes": int(cache_bytes)}
     models = {n: {"measured_ms": ms[n], "fitted_ms": round(predict(prices, feats[n]), 3)} for n in names}
     if loo and len(names) >= 3:
         held = loo_predictions(feats, ms, prior, strength, prior_without)
@@ -99,7 +105,8 @@ def calibrate(name: str, measurements: Path | str, models: Path | str, out: Path
     pred = prior_profile.predictor
     prior_prices = pred.get("prior_prices", pred["prices"])
     with log.step(f"fitting {name} on {len(graphs)} models (prior: {prior_profile.name})"):
-        record = fit_predictor(graphs, {n: ms[n] for n in graphs}, prior=prior_prices, strength=strength)
+        record = fit_predictor(graphs, {n: ms[n] for n in graphs}, prior=prior_prices, strength=strength,
+                               threads=threads, cache_bytes=pred.get("cache_bytes", CACHE_BYTES))
     if len(graphs) < 10:  # too few models to trust their own spread: no narrower than the prior's
         record["error_band"]["log_p90"] = round(max(record["error_band"]["log_p90"], prior_profile.band), 4)
     record["prior"] = prior_profile.name

@@ -34,6 +34,22 @@ def summarize(ms: Sequence[float]) -> dict:
             "min_ms": round(float(a.min()), 4), "runs": int(a.size)}
 
 
+def l2_cache_bytes(default: int = 2 * 1024 * 1024) -> int:
+    """This machine's per-core L2 size (Linux sysfs; `default` where it cannot be read): the
+    host profile's "cached_bytes" threshold, as a Cortex-A53's 512 KiB L2 is the Android ones'."""
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    units = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+    for idx in sorted(base.glob("index*")):
+        try:
+            if (idx / "level").read_text().strip() != "2" or (idx / "type").read_text().strip() == "Instruction":
+                continue
+            size = (idx / "size").read_text().strip()
+            return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+        except (OSError, ValueError):
+            continue
+    return default
+
+
 def _rss_mb() -> float:
     """Current resident set size of this process (Linux), in MiB."""
     try:

@@ -11,8 +11,10 @@ winograd tiles, short GEMM rows), else "_thin" when a group has fewer than 64 ou
 (a GEMM that narrow runs well below peak); an im2col convolution reducing over fewer than 200
 inputs (an RGB stem) is "conv_shallow". An int8 convolution is the same kind with "_int8"
 appended, priced as the fp32 kind times one int8 factor per device (`tie_matrix`). Activation
-bytes are priced as "cached_bytes" when a layer moves less than an A53's L2, and element-wise
-layers evaluating exp/erf/pow pay "transcendental_bytes" on top. Summing per layer is what lets
+bytes are priced as "cached_bytes" when a layer moves less than the profile's cache size (an
+A53's 512 KiB L2 by default), and element-wise layers evaluating exp/erf/pow pay
+"transcendental_bytes" on top. At several threads a per-channel layer's work is scaled by its
+OpenMP imbalance (`imbalance`). Summing per layer is what lets
 the predictor price an architecture it has never seen.
 
 Prices are fitted in log space (relative error is what matters from a 15 ms model to a 2 s
@@ -42,14 +44,15 @@ MAC_KINDS = FP32_KINDS + ("dwconv",) + tuple(INT8_TWIN) + ("dwconv_int8",)
 # element-wise layers that evaluate exp / erf / pow per element: several times a ReLU's cost per byte
 TRANSCENDENTAL = {"Swish", "GELU", "LRN", "Sigmoid", "Softmax", "Mish", "TanH", "ELU", "SELU", "Exp", "Log", "Power"}
 PRICES = MAC_KINDS + ("gemv_weight_bytes", "transcendental_bytes", "bytes", "cached_bytes", "layer")
-CACHE_BYTES = 512 * 1024  # the L2 of a Cortex-A53 cluster: a layer moving less stays in cache
+ROW_PARALLEL = {"LayerNorm", "Softmax", "Gemm", "MatMul", "MultiHeadAttention", "InnerProduct", "SDPA"}
+CACHE_BYTES = 512 * 1024  # default: the L2 of a Cortex-A53 cluster: a layer moving less stays in cache
 
 # what one unit of each price is, for people reading a profile
 UNITS = {k: "ms per MAC" for k in MAC_KINDS} | {
     "gemv_weight_bytes": "ms per weight byte of a matrix-vector product (fully connected, batch 1)",
     "transcendental_bytes": "ms per activation byte of an exp/erf/pow element-wise layer (on top of bytes)",
     "bytes": "ms per activation byte read or written",
-    "cached_bytes": "ms per activation byte of a layer moving less than CACHE_BYTES (it stays in L2)",
+    "cached_bytes": "ms per activation byte of a layer moving less than the record's cache_bytes (it stays in L2)",
     "layer": "ms per kernel dispatch"}
 
 
@@ -78,25 +81,53 @@ def _split_kind(c: LayerCost, base: str) -> str:
     return base + ("_thin" if cout < THIN_CHANNELS else "")
 
 
-def layer_quantities(c: LayerCost) -> dict[str, float]:
-    """The priced quantities of one analysed layer."""
-    q = {"bytes" if c.bytes >= CACHE_BYTES else "cached_bytes": c.bytes, "layer": float(c.ops)}
+def parallel_units(c: LayerCost) -> int:
+    """How many independent pieces ncnn's OpenMP loop splits a layer into (0: not modelled).
+
+    ncnn's per-channel layers (depth-wise convolution, pooling, padding, element-wise) run
+    `#pragma omp parallel for` over channels, and on ARM a channel holds 4 packed channels when
+    the count divides by 4 (elempack 4). A 1-D or 2-D blob (a transformer's tokens x features)
+    has c == 1: the element-wise layers that loop over channels run on one thread. The dense
+    kernels (GEMM tiles, winograd tiles) and the row-parallel LayerNorm / Softmax / Gemm are
+    split finely enough that they are not modelled (0)."""
+    if c.kind.removesuffix("_int8") in DENSE or c.kind in ("gemv",) or c.type in ROW_PARALLEL:
+        return 0
+    shape = c.out_shape
+    if len(shape) < 3:
+        return 1
+    ch = int(shape[0])
+    return max(1, ch // 4 if ch % 4 == 0 else ch)
+
+
+def imbalance(c: LayerCost, threads: int) -> float:
+    """Time of a layer's OpenMP loop relative to perfect splitting over `threads`:
+    ceil(P / T) * T / P for P parallel pieces (1 at one thread)."""
+    p = parallel_units(c)
+    if threads <= 1 or p <= 0:
+        return 1.0
+    return math.ceil(p / threads) * threads / p
+
+
+def layer_quantities(c: LayerCost, threads: int = 1, cache_bytes: float = CACHE_BYTES) -> dict[str, float]:
+    """The priced quantities of one analysed layer (at a thread count, with a cache size)."""
+    e = imbalance(c, threads)
+    q = {"bytes" if c.bytes >= cache_bytes else "cached_bytes": c.bytes * e, "layer": float(c.ops)}
     if c.kind.removesuffix("_int8") in DENSE or c.kind in MAC_KINDS:
-        q[price_kind(c)] = c.macs
+        q[price_kind(c)] = c.macs * e
     elif c.kind == "gemv":
         q["gemv_weight_bytes"] = c.weight_bytes
     elif c.type in TRANSCENDENTAL:
-        q["transcendental_bytes"] = c.bytes
+        q["transcendental_bytes"] = c.bytes * e
     return q
 
 
-def features(graph: Graph) -> dict[str, float]:
-    """How much of each priced quantity a graph holds."""
+def features(graph: Graph, threads: int = 1, cache_bytes: float = CACHE_BYTES) -> dict[str, float]:
+    """How much of each priced quantity a graph holds (run on `threads` threads)."""
     f = dict.fromkeys(PRICES, 0.0)
     for c in graph.layers:
         if c.kind == "free":
             continue
-        for k, v in layer_quantities(c).items():
+        for k, v in layer_quantities(c, threads, cache_bytes).items():
             f[k] += v
     return f
 
@@ -109,18 +140,25 @@ def predict(prices: dict[str, float], feats: dict[str, float]) -> float:
     return float(sum(prices.get(k, 0.0) * feats.get(k, 0.0) for k in PRICES))
 
 
+def record_settings(predictor: dict) -> dict:
+    """The feature settings a predictor record was fitted with: its thread count and the cache
+    size below which a layer's bytes are "cached_bytes" (records without them: 1 thread, A53 L2)."""
+    return {"threads": int(predictor.get("threads", 1)), "cache_bytes": float(predictor.get("cache_bytes", CACHE_BYTES))}
+
+
 def predict_graph(predictor: dict, graph: Graph) -> float:
     """Predicted latency (ms) of a graph with a profile's predictor record."""
-    return predict(predictor["prices"], features(graph))
+    return predict(predictor["prices"], features(graph, **record_settings(predictor)))
 
 
-def layer_breakdown(prices: dict[str, float], graph: Graph) -> list[dict]:
+def layer_breakdown(prices: dict[str, float], graph: Graph, threads: int = 1,
+                    cache_bytes: float = CACHE_BYTES) -> list[dict]:
     """Each layer's predicted share, in ms (Qualcomm AI Hub's per-layer view, predicted)."""
     rows = []
     for c in graph.layers:
         if c.kind == "free":
             continue
-        q = layer_quantities(c)
+        q = layer_quantities(c, threads, cache_bytes)
         ms = sum(prices.get(k, 0.0) * v for k, v in q.items())
         kind = next((k for k in q if k in MAC_KINDS or k == "gemv_weight_bytes"), "elementwise")
         rows.append({"name": c.name, "type": c.type, "kind": kind, "macs": c.macs, "bytes": c.bytes, "ms": ms})
