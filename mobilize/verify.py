@@ -9,7 +9,7 @@ For each output, over all verification samples:
 
 An output passes when max_abs_err <= atol + rtol * scale and cosine >= min_cosine. The
 tolerances depend on the artifact's precision and are listed in TOLERANCES (and in
-docs/verification.md). max_rel_err is reported, not judged.
+docs/export.md). max_rel_err is reported, not judged.
 """
 
 from __future__ import annotations

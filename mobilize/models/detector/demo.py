@@ -30,7 +30,7 @@ def demo(workdir: Path, reporter=None) -> dict:
         shutil.rmtree(workdir)
     data = make_synthetic(workdir / "data", "voc", train=160, val=40, size=160, seed=0)
     log("detector: training on synthetic shapes (circle, square, triangle)")
-    summary = train(TrainConfig(data=str(data), out=str(workdir / "run"), epochs=10, imgsz=160, width=0.5,
+    summary = train(TrainConfig(data=str(data), out=str(workdir / "run"), epochs=30, imgsz=160, width=0.5,
                                 neck_channels=64, batch=16, warmup=40, eval_interval=5, threads=1,
                                 name="detector-demo"), log)
     manifest = export(summary["best"], "all", workdir / "artifact", reporter=log)
@@ -44,7 +44,7 @@ def demo(workdir: Path, reporter=None) -> dict:
         rows.append([f"artifact ({DEMO_TARGET})", got["map50"], got["map50_95"]])
     same = got is not None and abs(got["map50"] - ref["map50"]) < 0.005 and abs(got["map50_95"] - ref["map50_95"]) < 0.005
     text = (verification_table(manifest) + "\n\n" + table(rows, ["evaluated on val", "mAP@0.5", "mAP@0.5:0.95"]))
-    return {"title": "detector: train on synthetic shapes (160 px, 10 epochs), export, evaluate artifact vs checkpoint",
+    return {"title": "detector: train on synthetic shapes (160 px, 30 epochs), export, evaluate artifact vs checkpoint",
             "table": text, "ok": bool(manifest.ok and same),
             "params": summary["params"], "train_seconds": summary["train_seconds"],
             "artifact": str(manifest.location) if manifest.location else None}
