@@ -72,3 +72,19 @@ def test_eval_on_artifact_equals_eval_on_checkpoint(trained, target, capsys, tmp
     for key in ("map50", "map50_95", "ap50/circle"):
         assert got[key] == pytest.approx(ref[key], abs=1e-3), key
     assert Path(got["pr_curve"]).is_file()
+
+
+@pytest.mark.slow
+def test_bench_metric_column_is_the_family_metric_per_format(trained, capsys, tmp_path):
+    """`mobilize bench ARTIFACT --data DATA`: the metric column is each format's own mAP@0.5,
+    which equals the checkpoint's (the same runtimes as `eval`)."""
+    data, best, artifact, ref = trained
+    result = _cli(capsys, "bench", artifact, "--data", data, "--device", "android-lowend", "--out", tmp_path)
+    rows = {r["format"]: r for r in result["rows"]}
+    assert set(rows) >= set(TARGETS)
+    for target in TARGETS:
+        assert rows[target]["status"] == "ok", rows[target]
+        assert rows[target]["metric_name"] == "map50"
+        assert rows[target]["metric"] == pytest.approx(ref["map50"], abs=1e-3), target
+    assert rows["ncnn"]["latency_ms"]["android-lowend"] > 0
+    assert "map50" in (tmp_path / "bench.md").read_text()
