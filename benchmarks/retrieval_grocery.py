@@ -52,6 +52,7 @@ FINAL = dict(width=0.5, train_size=128, input_size=160, epochs=120, head="arcfac
 ROWS["final"] = FINAL
 ROWS["final-40ep"] = dict(FINAL, epochs=40)  # the same recipe, a third of the schedule
 ROWS["final-40ep-no-erasing"] = dict(FINAL, epochs=40, random_erasing=0.0)  # does erasing help on a longer schedule?
+ROWS["final-40ep-width-0.75"] = dict(FINAL, epochs=40, width=0.75)  # does a wider backbone help?
 
 
 def train_row(name: str, threads: int) -> None:
@@ -186,7 +187,7 @@ def report(args) -> int:
             result["attention"].append({"attention": label, "run": run, **m})
             print("attention", label, m, flush=True)
 
-    for run in ("final-40ep", "final-40ep-no-erasing"):  # the kept recipe at 40 epochs, with and without erasing
+    for run in ("final-40ep", "final-40ep-no-erasing", "final-40ep-width-0.75"):  # the kept recipe at 40 epochs, varied
         ckpt = RUNS / run / "model.pt"
         if ckpt.exists():
             m = _evaluate(ckpt, threads=threads)

@@ -57,7 +57,7 @@ class TrainConfig:
     arcface_margin: float = field(default=0.3, metadata={"help": "ArcFace additive angular margin m, radians"})
     triplet_weight: float = field(default=1.0, metadata={"help": "weight of the batch-hard triplet loss (0: off)"})
     triplet_margin: float = field(default=0.3, metadata={"help": "triplet margin (Euclidean, unit sphere)"})
-    random_erasing: float = field(default=0.5, metadata={"help": "probability of random erasing per image (0: off)"})
+    random_erasing: float = field(default=0.0, metadata={"help": "probability of random erasing per image (0: off, the default: it did not help on Grocery)"})
     mutual: bool = field(default=False, metadata={"help": "deep mutual learning with a second student"})
     mutual_weight: float = field(default=1.0, metadata={"help": "weight of the mutual KL term"})
     mutual_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the mutual KL term"})
