@@ -187,7 +187,7 @@ def report(args) -> int:
             result["attention"].append({"attention": label, "run": run, **m})
             print("attention", label, m, flush=True)
 
-    for run in ("final-40ep", "final-40ep-no-erasing", "final-40ep-width-0.75"):  # the kept recipe at 40 epochs, varied
+    for run in (r for r in ROWS if r.startswith("final-")):  # the kept recipe at 40 epochs, varied
         ckpt = RUNS / run / "model.pt"
         if ckpt.exists():
             m = _evaluate(ckpt, threads=threads)

@@ -264,8 +264,9 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
     ema = EMA(model) if config.ema and env.is_main else None
     optimizer = make_optimizer(model, config.lr, config.weight_decay)
     steps_per_epoch = len(epoch_batches(len(train_set), config.batch, config.seed, 0))
-    if not config.epochs and config.resume:
-        config = replace(config, epochs=int(load_checkpoint(last_path)["config"]["train"]["epochs"]))
+    ckpt = load_checkpoint(last_path) if config.resume else None
+    if not config.epochs and ckpt is not None:
+        config = replace(config, epochs=int(ckpt["config"]["train"]["epochs"]))
     if not config.epochs:
         config = replace(config, epochs=auto_epochs(steps_per_epoch))
         log(f"epochs: {config.epochs} ({steps_per_epoch} steps each)")
@@ -275,8 +276,7 @@ def _train(config: TrainConfig, reporter, env: DistEnv) -> dict:
 
     start_epoch, step, best, history, elapsed = 0, 0, {"metric": config.best_metric, "value": -1.0, "epoch": None}, [], 0.0
     resumed_metrics: dict = {}
-    if config.resume:
-        ckpt = load_checkpoint(last_path)
+    if ckpt is not None:
         if ckpt.get("family") != "detector" or ckpt["config"]["model"] != mcfg.to_dict():
             raise BadInput(f"'{last_path}' was trained with another model configuration or data",
                            "resume with the same --data, --imgsz, --width and --neck-channels")
