@@ -10,9 +10,10 @@ writes  mobilize/devices/profiles/android-lowend.json      Snapdragon 410, 4 thr
         mobilize/devices/profiles/android-lowend-1t.json   Snapdragon 410, 1 thread
         the predictor record of mobilize/devices/profiles/host.json (its measuring settings stay)
 
-Each Android profile is fitted on its device's published table with prices shrunk towards the
-relative prices of the other published boards at the same thread count (the prior), and
-carries that prior for `mobilize device calibrate`, plus a leave-one-model-out error band.
+Each Android profile is fitted on its device's published table, and carries the relative prices
+of the other published boards at the same thread count (the prior `mobilize device calibrate`
+shrinks a few-model calibration towards), plus a leave-one-model-out error band. The host
+predictor is fitted on whole-model sums and on every layer timed on its own.
 The product reads only the written JSON files; ../shared is needed only here.
 """
 
@@ -70,22 +71,13 @@ def main() -> None:
                    if c["device"].startswith(SD410) and c["cfg"]["num_threads"] == threads)
         cfg = configs[idx]
         same_class = [i for i, c in enumerate(configs) if (c["cfg"]["num_threads"] == 1) == (threads == 1)]
-        prior_others = pooled_prior([own[i] for i in same_class if i != idx])
         ms = {m: v for m, v in cfg["ms"].items() if m in graphs}
-
-        def prior_without(held, same_class=same_class, idx=idx):
-            """The other boards' prices refitted without the held-out model: an honest error band."""
-            sets = []
-            for i in same_class:
-                if i == idx:
-                    continue
-                feats = tfeats[configs[i]["cfg"]["num_threads"]]
-                names = sorted(m for m in configs[i]["ms"] if m in graphs and m != held)
-                sets.append(fit([feats[m] for m in names], [configs[i]["ms"][m] for m in names])[0])
-            return pooled_prior(sets)
-
-        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=prior_others, strength=STRENGTH,
-                               prior_without=prior_without, threads=threads)
+        # The Snapdragon 410's own table (31 models) is enough to fit its prices: across the ten
+        # published configurations, leave-one-model-out is better with a device's own table
+        # alone than shrunk towards the other boards (docs/devices.md, latency-predictor.json:
+        # "device" vs "prior"). The published boards' pooled prices are kept as the prior that
+        # `mobilize device calibrate` needs when a team has measured only a few models.
+        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, threads=threads)
         record["prior_prices"] = pooled_prior([own[i] for i in same_class])
         record["prior"] = f"published low-end boards at {'1 thread' if threads == 1 else 'several threads'}"
         record["source"] = {"published": cfg["source"], "device": cfg["device"], "config": cfg["cfg"],
@@ -108,9 +100,13 @@ def main() -> None:
         kern = json.loads(KERNELS.read_text())
         ms = {m: v for m, v in kern["sum_ms"].items() if m in graphs and v > 0}
         # "cached_bytes" below this machine's per-core L2 (2 MiB here), not an A53's 512 KiB
-        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, cache_bytes=l2_cache_bytes())
+        # Whole-model sums and every layer on its own: the layers pin what millisecond models
+        # cannot (the cost of a dispatch, of a 16-channel convolution), as user models are small.
+        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, cache_bytes=l2_cache_bytes(),
+                               layer_ms={m: kern["layer_ms"][m] for m in ms})
         record["source"] = {"measured": str(KERNELS.relative_to(ROOT)),
-                            "statistic": "sum over layers of each layer's fastest run (1 thread, fp32)",
+                            "statistic": "sum over layers of each layer's fastest run (1 thread, fp32); "
+                                         "fitted on whole models and on each layer",
                             "date": kern.get("date")}
         host = load_profile("host")
         host.predictor = record

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from mobilize import export  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.host import measure_param  # noqa: E402
+from mobilize.devices.fit import LAYER_FLOOR_MS  # noqa: E402
 from mobilize.devices.kernels import KernelTimer, time_graph_layers  # noqa: E402
 from mobilize.devices.predictor import error_summary, predict_graph  # noqa: E402
 from mobilize.devices.profiles import load_profile  # noqa: E402
@@ -68,7 +69,8 @@ def main() -> None:
         for p_ in range(2):
             timer = KernelTimer()
             for label, g in graphs.items():
-                total = sum(time_graph_layers(params[label], g, timer).values())
+                # a layer at or below the empty network's overhead counts as LAYER_FLOOR_MS, as in calibration
+                total = sum(max(v, LAYER_FLOOR_MS) for v in time_graph_layers(params[label], g, timer).values())
                 kernel_sum[label] = min(kernel_sum.get(label, float("inf")), total)
             timer.close()
         rounds: dict[str, list[float]] = {k: [] for k in graphs}

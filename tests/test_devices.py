@@ -107,11 +107,41 @@ def test_fit_recovers_known_prices(synth_dir):
         assert predict(prices, features(g)) == pytest.approx(ms[n], rel=0.02)
 
 
-def test_calibrate_round_trip(synth_dir, tmp_path, run_cli):
-    """A phone twice as slow as the shipped 1-thread profile, measured on six models, predicts the rest at 2x."""
-    base = load_profile("android-lowend-1t")
+def test_layer_rows_pin_the_dispatch_price_and_leave_one_out_drops_them(synth_dir):
+    """Layer-level evidence (each layer timed alone) recovers a per-dispatch price that whole
+    models cannot separate from the MAC prices, and a held-out model's layers are held out too."""
+    from mobilize.devices.fit import fit_predictor
+    from mobilize.devices.predictor import layer_quantities
+
     graphs = {n: analyse(synth_dir / f"{n}.param") for n in SYNTH}
-    measured = {n: 2.0 * predict_graph(base.predictor, graphs[n]) for n in list(SYNTH)[:6]}
+    truth = dict(load_profile("android-lowend-1t").predictor["prices"])
+    truth["layer"] = 0.02  # 20 us per dispatch: what a tiny model is made of
+    layer_ms = {n: {c.name: sum(truth[k] * v for k, v in layer_quantities(c).items())
+                    for c in g.layers if c.kind != "free"} for n, g in graphs.items()}
+    ms = {n: sum(d.values()) for n, d in layer_ms.items()}
+    rec = fit_predictor(graphs, ms, layer_ms=layer_ms)
+    assert rec["calibration"]["layer_rows"] == sum(len(d) for d in layer_ms.values())
+    assert rec["prices"]["layer"] == pytest.approx(truth["layer"], rel=0.1)
+    layer_ms["tiny"] = {k: 5 * v for k, v in layer_ms["tiny"].items()}  # inconsistent with its own sum
+    rec = fit_predictor(graphs, ms, layer_ms=layer_ms)
+    # fitted without tiny's sum and without its (wrong) layers: exact again
+    assert rec["calibration"]["models"]["tiny"]["loo_predicted_ms"] == pytest.approx(ms["tiny"], rel=0.03)
+    assert rec["calibration"]["models"]["big"]["loo_predicted_ms"] == pytest.approx(ms["big"], rel=0.03)
+
+
+def test_calibrate_round_trip(synth_dir, tmp_path, run_cli):
+    """A phone whose kernels compare as the shipped prior says, at its own speed (half the
+    Snapdragon 410's), measured on six models, predicts the rest."""
+    base = load_profile("android-lowend-1t")
+    prior = base.predictor["prior_prices"]  # relative prices: `calibrate` fits the speed
+    graphs = {n: analyse(synth_dir / f"{n}.param") for n in SYNTH}
+    first = next(iter(SYNTH))
+    speed = 2.0 * predict_graph(base.predictor, graphs[first]) / predict(prior, features(graphs[first]))
+
+    def phone(n):
+        return speed * predict(prior, features(graphs[n]))
+
+    measured = {n: phone(n) for n in list(SYNTH)[:6]}
     meas = tmp_path / "phone.json"
     meas.write_text(json.dumps(measured))
     out = tmp_path / "phone-profile.json"
@@ -126,7 +156,7 @@ def test_calibrate_round_trip(synth_dir, tmp_path, run_cli):
         code, stdout, _ = run_cli("check", synth_dir / f"{n}.param", "--device", out, "--json")
         assert code == 0
         got = json.loads(stdout)["runtimes"]["ncnn"]["latency_ms"]
-        assert got == pytest.approx(2.0 * predict_graph(base.predictor, graphs[n]), rel=0.05)
+        assert got == pytest.approx(phone(n), rel=0.05)
 
 
 def test_calibrate_needs_matching_params(synth_dir, tmp_path, run_cli):

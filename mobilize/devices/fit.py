@@ -18,7 +18,8 @@ import numpy as np
 from ..errors import BadInput
 from .measurements import benchncnn_input_shapes, read_measurements
 from .graph import Graph, analyse
-from .predictor import CACHE_BYTES, PRICES, UNITS, band_from_errors, error_summary, features, fit, predict
+from .predictor import (CACHE_BYTES, PRICES, UNITS, band_from_errors, error_summary, features, fit, layer_quantities,
+                        predict)
 from .profiles import Profile, load_profile, save_profile
 
 STRENGTH = 1.0  # prior strength; chosen with the five-model holdout (docs/devices.md)
@@ -40,9 +41,34 @@ def model_graphs(models_dir: Path | str, names: Sequence[str]) -> tuple[dict[str
     return graphs, missing
 
 
+LAYER_FLOOR_MS = 1e-4  # a layer timed at or below the empty-network overhead counts as 0.1 us
+
+
+def layer_rows(graph: Graph, layer_ms: dict[str, float], threads: int = 1,
+               cache_bytes: float = CACHE_BYTES) -> list[tuple[dict, float]]:
+    """(priced quantities, ms) of every layer of a graph timed on its own (kernels.py)."""
+    return [(layer_quantities(c, threads, cache_bytes), max(layer_ms[c.name], LAYER_FLOOR_MS))
+            for c in graph.layers if c.kind != "free" and c.name in layer_ms]
+
+
+def _fit_rows(names, feats, ms, layers, prior, strength):
+    """Fit on whole-model rows and, when given, each model's layer rows: a model's layers together
+    weigh as much as the model itself (they pin the per-dispatch and small-layer prices that
+    millisecond-scale models cannot, without outvoting what whole models say)."""
+    rows = [feats[n] for n in names]
+    y = [ms[n] for n in names]
+    w = [1.0] * len(names)
+    for n in names:
+        lr = (layers or {}).get(n, [])
+        rows += [q for q, _ in lr]
+        y += [t for _, t in lr]
+        w += [1.0 / max(len(lr), 1)] * len(lr)
+    return fit(rows, y, prior=prior, strength=strength, weights=w if layers else None)[0]
+
+
 def loo_predictions(feats: dict[str, dict], ms: dict[str, float], prior: dict | None, strength: float,
-                    prior_without=None) -> dict:
-    """Leave-one-model-out: each model predicted by prices fitted without it.
+                    prior_without=None, layers: dict | None = None) -> dict:
+    """Leave-one-model-out: each model predicted by prices fitted without it (and without its layers).
 
     prior_without(name) gives a prior built without that model, when the prior itself came
     from measurements of the same architectures (on other devices); otherwise `prior` is used.
@@ -52,34 +78,39 @@ def loo_predictions(feats: dict[str, dict], ms: dict[str, float], prior: dict | 
     for held in names:
         train = [n for n in names if n != held]
         fold_prior = prior_without(held) if prior_without else prior
-        prices, _ = fit([feats[n] for n in train], [ms[n] for n in train], prior=fold_prior, strength=strength)
+        prices = _fit_rows(train, feats, ms, layers, fold_prior, strength)
         out[held] = predict(prices, feats[held])
     return out
 
 
 def fit_predictor(graphs: dict[str, Graph], ms: dict[str, float], prior: dict | None = None,
                   strength: float = STRENGTH, loo: bool = True, prior_without=None, threads: int = 1,
-                  cache_bytes: float = CACHE_BYTES) -> dict:
+                  cache_bytes: float = CACHE_BYTES, layer_ms: dict[str, dict[str, float]] | None = None) -> dict:
     """A profile's predictor record: prices, error band and the evidence behind them.
 
     threads and cache_bytes are the feature settings (a layer's OpenMP imbalance at that many
     threads; the cache size under which its bytes are "cached_bytes"); the record keeps them
-    so that predictions use the same features."""
+    so that predictions use the same features. layer_ms ({model: {layer: ms}}, each layer
+    timed on its own) adds layer-level evidence, as nn-Meter's kernel-level measurements."""
     names = sorted(graphs)
     feats = {n: features(graphs[n], threads=threads, cache_bytes=cache_bytes) for n in names}
-    prices, _ = fit([feats[n] for n in names], [ms[n] for n in names], prior=prior, strength=strength)
+    layers = None
+    if layer_ms:
+        layers = {n: layer_rows(graphs[n], layer_ms[n], threads, cache_bytes) for n in names if layer_ms.get(n)}
+    prices = _fit_rows(names, feats, ms, layers, prior, strength)
     record = {"prices": prices, "units": {k: UNITS[k] for k in PRICES}, "threads": int(threads),
               "cache_bytes": int(cache_bytes)}
     models = {n: {"measured_ms": ms[n], "fitted_ms": round(predict(prices, feats[n]), 3)} for n in names}
     if loo and len(names) >= 3:
-        held = loo_predictions(feats, ms, prior, strength, prior_without)
+        held = loo_predictions(feats, ms, prior, strength, prior_without, layers)
         for n in names:
             models[n]["loo_predicted_ms"] = round(held[n], 3)
         pred, meas = [held[n] for n in names], [ms[n] for n in names]
         band = max(band_from_errors(pred, meas), MIN_BAND)
         record["error_band"] = {"log_p90": round(band, 4), "loo": error_summary(pred, meas),
                                 "meaning": "90% of leave-one-model-out predictions were within x/e^b .. x*e^b"}
-    record["calibration"] = {"models": models, "prior_strength": strength}
+    record["calibration"] = {"models": models, "prior_strength": strength if prior is not None else None,
+                             "layer_rows": sum(map(len, layers.values())) if layers else 0}
     return record
 
 
