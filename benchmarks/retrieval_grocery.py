@@ -53,7 +53,6 @@ ROWS["final"] = FINAL
 ROWS["final-40ep"] = dict(FINAL, epochs=40)  # the same recipe, a third of the schedule
 ROWS["final-40ep-no-erasing"] = dict(FINAL, epochs=40, random_erasing=0.0)  # does erasing help on a longer schedule?
 ROWS["final-40ep-width-0.75"] = dict(FINAL, epochs=40, width=0.75)  # does a wider backbone help?
-ROWS["final-40ep-224"] = dict(FINAL, epochs=40, width=0.75, train_size=192, input_size=224)  # and a larger input?
 
 
 def train_row(name: str, threads: int) -> None:
