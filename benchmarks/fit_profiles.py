@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
-from mobilize.devices.fit import STRENGTH, fit_predictor, pooled_prior  # noqa: E402
+from mobilize.devices.fit import fit_predictor, pooled_prior  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.host import l2_cache_bytes  # noqa: E402
 from mobilize.devices.predictor import features, fit  # noqa: E402
@@ -99,9 +99,9 @@ def main() -> None:
         # latency_host_zoo.py) on the sum of per-layer uncontended times.
         kern = json.loads(KERNELS.read_text())
         ms = {m: v for m, v in kern["sum_ms"].items() if m in graphs and v > 0}
-        # "cached_bytes" below this machine's per-core L2 (2 MiB here), not an A53's 512 KiB
-        # Whole-model sums and every layer on its own: the layers pin what millisecond models
-        # cannot (the cost of a dispatch, of a 16-channel convolution), as user models are small.
+        # Fitted on whole-model sums and on every layer on its own: the layers pin what
+        # millisecond models cannot (the cost of a dispatch, of a 16-channel convolution), and
+        # user models are small. "cached_bytes" is below this machine's per-core L2 (2 MiB here).
         record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, cache_bytes=l2_cache_bytes(),
                                layer_ms={m: kern["layer_ms"][m] for m in ms})
         record["source"] = {"measured": str(KERNELS.relative_to(ROOT)),

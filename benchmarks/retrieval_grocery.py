@@ -221,11 +221,10 @@ def report(args) -> int:
             idx = build_index(str(manifest.location), str(DATA), "train,catalog", target="onnx")
             f["index_file"] = {k: idx[k] for k in ("count", "dim", "bytes", "format")}
             assert Manifest.load(manifest.location).metadata["index"]["count"] == idx["count"]
-            cleaning_model = manifest.location
             dedup = cleaning.plan_dedup(DATA, threshold=4)
             result["cleaning"] = {"dedup_threshold_4": {**dedup.stats, "would_move": len(dedup.moves),
                                                         "examples": [m.__dict__ for m in dedup.moves[:10]]}}
-            embed = cleaning.model_embedding(str(cleaning_model), "onnx")
+            embed = cleaning.model_embedding(str(manifest.location), "onnx")
             clean = cleaning.plan_clean(DATA / "train", embed, embedding_name="final model (onnx)")
             embed.close()
             result["cleaning"]["clean_train"] = {**clean.stats, "would_move": len(clean.moves),

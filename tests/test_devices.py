@@ -121,10 +121,14 @@ def test_layer_rows_pin_the_dispatch_price_and_leave_one_out_drops_them(synth_di
     ms = {n: sum(d.values()) for n, d in layer_ms.items()}
     rec = fit_predictor(graphs, ms, layer_ms=layer_ms)
     assert rec["calibration"]["layer_rows"] == sum(len(d) for d in layer_ms.values())
-    assert rec["prices"]["layer"] == pytest.approx(truth["layer"], rel=0.1)
+    assert rec["prices"]["layer"] == pytest.approx(truth["layer"], rel=0.02)
+    # whole models alone leave it off by over 10% (measured: 0.0174 vs 0.0200)
+    assert fit_predictor(graphs, ms)["prices"]["layer"] != pytest.approx(truth["layer"], rel=0.1)
     layer_ms["tiny"] = {k: 5 * v for k, v in layer_ms["tiny"].items()}  # inconsistent with its own sum
     rec = fit_predictor(graphs, ms, layer_ms=layer_ms)
-    # fitted without tiny's sum and without its (wrong) layers: exact again
+    # the full fit feels tiny's wrong layers ...
+    assert rec["calibration"]["models"]["tiny"]["fitted_ms"] > 1.2 * ms["tiny"]
+    # ... and the fit that holds tiny out, without its sum and without its layers, is exact again
     assert rec["calibration"]["models"]["tiny"]["loo_predicted_ms"] == pytest.approx(ms["tiny"], rel=0.03)
     assert rec["calibration"]["models"]["big"]["loo_predicted_ms"] == pytest.approx(ms["big"], rel=0.03)
 

@@ -82,12 +82,11 @@ def _ncnn_graph(target: Path, manifest: Manifest | None, input_shapes) -> Graph:
 def predict_rows(profile: Profile, graph: Graph, top: int = 5) -> list[dict]:
     import math
 
-    from .predictor import layer_breakdown, predict_graph, record_settings
+    from .predictor import layer_breakdown, predict_graph
 
-    prices = profile.predictor["prices"]
     ms = predict_graph(profile.predictor, graph)
     band = profile.band
-    layers = sorted(layer_breakdown(prices, graph, **record_settings(profile.predictor)), key=lambda r: -r["ms"])[:top]
+    layers = sorted(layer_breakdown(profile.predictor, graph), key=lambda r: -r["ms"])[:top]
     return [{"runtime": "ncnn", "method": "predicted", "latency_ms": round(ms, 3),
              "low_ms": round(ms * math.exp(-band), 3), "high_ms": round(ms * math.exp(band), 3),
              "threads": profile.threads, "macs": graph.macs,

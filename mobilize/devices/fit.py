@@ -59,11 +59,11 @@ def _fit_rows(names, feats, ms, layers, prior, strength):
     y = [ms[n] for n in names]
     w = [1.0] * len(names)
     for n in names:
-        lr = (layers or {}).get(n, [])
-        rows += [q for q, _ in lr]
-        y += [t for _, t in lr]
-        w += [1.0 / max(len(lr), 1)] * len(lr)
-    return fit(rows, y, prior=prior, strength=strength, weights=w if layers else None)[0]
+        for q, t in (layers or {}).get(n, []):
+            rows.append(q)
+            y.append(t)
+            w.append(1.0 / len(layers[n]))
+    return fit(rows, y, prior=prior, strength=strength, weights=w)[0]
 
 
 def loo_predictions(feats: dict[str, dict], ms: dict[str, float], prior: dict | None, strength: float,

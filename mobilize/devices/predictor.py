@@ -151,14 +151,15 @@ def predict_graph(predictor: dict, graph: Graph) -> float:
     return predict(predictor["prices"], features(graph, **record_settings(predictor)))
 
 
-def layer_breakdown(prices: dict[str, float], graph: Graph, threads: int = 1,
-                    cache_bytes: float = CACHE_BYTES) -> list[dict]:
-    """Each layer's predicted share, in ms (Qualcomm AI Hub's per-layer view, predicted)."""
+def layer_breakdown(predictor: dict, graph: Graph) -> list[dict]:
+    """Each layer's predicted share, in ms, with a profile's predictor record (Qualcomm AI
+    Hub's per-layer view, predicted)."""
+    prices, settings = predictor["prices"], record_settings(predictor)
     rows = []
     for c in graph.layers:
         if c.kind == "free":
             continue
-        q = layer_quantities(c, threads, cache_bytes)
+        q = layer_quantities(c, **settings)
         ms = sum(prices.get(k, 0.0) * v for k, v in q.items())
         kind = next((k for k in q if k in MAC_KINDS or k == "gemv_weight_bytes"), "elementwise")
         rows.append({"name": c.name, "type": c.type, "kind": kind, "macs": c.macs, "bytes": c.bytes, "ms": ms})
