@@ -10,9 +10,10 @@ writes  mobilize/devices/profiles/android-lowend.json      Snapdragon 410, 4 thr
         mobilize/devices/profiles/android-lowend-1t.json   Snapdragon 410, 1 thread
         the predictor record of mobilize/devices/profiles/host.json (its measuring settings stay)
 
-Each Android profile is fitted on its device's published table, and carries the relative prices
-of the other published boards at the same thread count (the prior `mobilize device calibrate`
-shrinks a few-model calibration towards), plus a leave-one-model-out error band. The host
+Each Android profile is fitted on its device's published table, and carries every published
+board's prices at the same thread count (`mobilize device calibrate` shrinks a few-model
+calibration towards the one that explains it best) and their pooled relative prices, plus a
+leave-one-model-out error band. The host
 predictor is fitted on whole-model sums and on every layer timed on its own.
 The product reads only the written JSON files; ../shared is needed only here.
 """
@@ -50,6 +51,12 @@ def published() -> list[dict]:
     return out
 
 
+def config_label(c: dict) -> str:
+    """'Rockchip RK3399, 4 thread(s), little cores': a board and how it was run."""
+    cores = {1: ", little cores", 2: ", big cores"}.get(c["cfg"]["powersave"], "") if "RK3399" in c["device"] else ""
+    return f"{c['device'].split('(')[0].strip()}, {c['cfg']['num_threads']} thread(s){cores}"
+
+
 def main() -> None:
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is missing: the published tables are needed to fit the profiles")
@@ -79,6 +86,9 @@ def main() -> None:
         # `mobilize device calibrate` needs when a team has measured only a few models.
         record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, threads=threads)
         record["prior_prices"] = pooled_prior([own[i] for i in same_class])
+        # each published board's own prices: `device calibrate` starts from the one that best
+        # explains a team's few models (better than the pooled prior on a held-out board)
+        record["reference_prices"] = {config_label(configs[i]): own[i] for i in same_class}
         record["prior"] = f"published low-end boards at {'1 thread' if threads == 1 else 'several threads'}"
         record["source"] = {"published": cfg["source"], "device": cfg["device"], "config": cfg["cfg"],
                             "prior_devices": sorted({f"{configs[i]['device'].split('(')[0].strip()} "

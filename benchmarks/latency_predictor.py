@@ -5,9 +5,11 @@
      device      the device's own prices only
      prior       the device's prices shrunk towards the other devices' pooled relative prices
                  (the prior is fitted without the held-out model too)
-2. An unseen device: hold out one board entirely (all its configurations), build the prior from
-   the other boards, calibrate from five of its models, predict its other models; repeated over
-   random five-model subsets, at several prior strengths.
+2. An unseen device: hold out one board entirely (all its configurations), calibrate from five
+   of its models with the other boards as references (as `mobilize device calibrate` does: the
+   board whose prices best explain the five models is the prior; "pooled": the other boards'
+   pooled prices instead), predict its other models; repeated over random five-model subsets,
+   at several prior strengths.
 
     .venv/bin/python benchmarks/latency_predictor.py  -> benchmarks/results/latency-predictor.json
 """
@@ -27,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
-from mobilize.devices.fit import STRENGTH, pooled_prior  # noqa: E402
+from mobilize.devices.fit import STRENGTH, nearest_reference, pooled_prior  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.predictor import error_summary, features, fit, predict  # noqa: E402
 
@@ -95,6 +97,9 @@ def lomo(graphs, configs, strength) -> dict:
 
 
 def unseen_device(graphs, configs, strength_grid, subsets: int, k: int = 5, seed: int = 0) -> dict:
+    """Per held-out configuration, per prior variant and strength: error over random k-model
+    calibrations. Variants: "nearest" (what `device calibrate` does: the other board whose prices
+    best explain the k models) and "pooled" (the other boards' pooled relative prices)."""
     rng = random.Random(seed)
     tfeats = thread_features(graphs, configs)
     boards = sorted({c["board"] for c in configs})
@@ -104,33 +109,52 @@ def unseen_device(graphs, configs, strength_grid, subsets: int, k: int = 5, seed
         rest_prices = [device_prices(tfeats[c["threads"]], c["ms"], sorted(c["ms"])) for c in rest]
         for cfg in [c for c in configs if c["board"] == board]:
             feats = tfeats[cfg["threads"]]
-            same = [p for p, o in zip(rest_prices, rest) if (o["threads"] == 1) == (cfg["threads"] == 1)]
-            prior = pooled_prior(same or rest_prices)
+            same = {o["label"]: p for p, o in zip(rest_prices, rest) if (o["threads"] == 1) == (cfg["threads"] == 1)}
+            pooled = pooled_prior(list(same.values()))
             names = sorted(cfg["ms"])
             picks = [rng.sample(names, k) for _ in range(subsets)]
-            per_strength = {}
-            for strength in strength_grid:
-                meds, p90s, w20s, pooled_err = [], [], [], []
-                for pick in picks:
-                    prices, _ = fit([feats[m] for m in pick], [cfg["ms"][m] for m in pick], prior=prior,
-                                    strength=strength)
-                    test = [m for m in names if m not in pick]
-                    pred = [predict(prices, feats[m]) for m in test]
-                    s = error_summary(pred, [cfg["ms"][m] for m in test])
-                    meds.append(s["median_abs_pct"])
-                    p90s.append(s["p90_abs_pct"])
-                    w20s.append(s["within_20_pct"])
-                    pooled_err += [abs(p / cfg["ms"][m] - 1) * 100 for p, m in zip(pred, test)]
-                per_strength[str(strength)] = {
-                    "median_abs_pct": round(float(np.median(meds)), 2),
-                    "p90_abs_pct": round(float(np.median(p90s)), 2),
-                    "within_20_pct": round(float(np.median(w20s)), 3),
-                    "all_predictions_median_abs_pct": round(float(np.median(pooled_err)), 2),
-                    "all_predictions_p90_abs_pct": round(float(np.percentile(pooled_err, 90)), 2),
-                    "subsets": subsets, "calibration_models": k, "test_models": len(names) - k}
-            result[cfg["label"]] = per_strength
-            print(f"unseen {cfg['label']}: {per_strength[str(STRENGTH)]}", flush=True)
+            per_variant = {}
+            for variant in ("nearest", "pooled"):
+                per_strength = {}
+                for strength in strength_grid:
+                    meds, p90s, w20s, pooled_err, chosen = [], [], [], [], []
+                    for pick in picks:
+                        ms = {m: cfg["ms"][m] for m in pick}
+                        prior = pooled
+                        if variant == "nearest":
+                            label, _ = nearest_reference(feats, ms, same, strength)
+                            prior = same[label]
+                            chosen.append(label)
+                        prices, _ = fit([feats[m] for m in pick], [ms[m] for m in pick], prior=prior, strength=strength)
+                        test = [m for m in names if m not in pick]
+                        pred = [predict(prices, feats[m]) for m in test]
+                        s = error_summary(pred, [cfg["ms"][m] for m in test])
+                        meds.append(s["median_abs_pct"])
+                        p90s.append(s["p90_abs_pct"])
+                        w20s.append(s["within_20_pct"])
+                        pooled_err += [abs(p / cfg["ms"][m] - 1) * 100 for p, m in zip(pred, test)]
+                    per_strength[str(strength)] = {
+                        "median_abs_pct": round(float(np.median(meds)), 2),
+                        "p90_abs_pct": round(float(np.median(p90s)), 2),
+                        "within_20_pct": round(float(np.median(w20s)), 3),
+                        "all_predictions_median_abs_pct": round(float(np.median(pooled_err)), 2),
+                        "all_predictions_p90_abs_pct": round(float(np.percentile(pooled_err, 90)), 2),
+                        "subsets": subsets, "calibration_models": k, "test_models": len(names) - k}
+                    if chosen:
+                        per_strength[str(strength)]["chosen_reference"] = {c: chosen.count(c) for c in sorted(set(chosen))}
+                per_variant[variant] = per_strength
+            result[cfg["label"]] = per_variant
+            print(f"unseen {cfg['label']}: " + "; ".join(
+                f"{v} {per_variant[v][str(STRENGTH)]['median_abs_pct']}/{per_variant[v][str(STRENGTH)]['p90_abs_pct']}"
+                f"/{per_variant[v][str(STRENGTH)]['within_20_pct']}" for v in per_variant), flush=True)
     return result
+
+
+def unseen_mean(unseen: dict, variant: str, strength: str) -> dict:
+    rows = [v[variant][strength] for v in unseen.values()]
+    out = {k: round(float(np.mean([r[k] for r in rows])), 3) for k in ("median_abs_pct", "p90_abs_pct", "within_20_pct")}
+    out["configurations_meeting_goal"] = sum(r["median_abs_pct"] <= 10 and r["p90_abs_pct"] <= 20 for r in rows)
+    return out
 
 
 def main() -> None:
@@ -149,9 +173,8 @@ def main() -> None:
     result = {"what": "ncnn latency predictor vs the ncnn project's published benchncnn latencies",
               "date": time.strftime("%Y-%m-%d"), "goal": "median |error| <= 10%, 90th percentile <= 20%",
               "prior_strength": STRENGTH, "summary": summary,
-              "unseen_summary": {st: {k: round(float(np.mean([v[st][k] for v in unseen.values()])), 2)
-                                      for k in ("median_abs_pct", "p90_abs_pct", "within_20_pct")}
-                                 for st in next(iter(unseen.values()))},
+              "unseen_summary": {v: {st: unseen_mean(unseen, v, st) for st in next(iter(unseen.values()))[v]}
+                                 for v in ("nearest", "pooled")},
               "leave_one_model_out": lomo_res,
               "unseen_device_five_models": unseen}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -133,34 +133,65 @@ def test_layer_rows_pin_the_dispatch_price_and_leave_one_out_drops_them(synth_di
     assert rec["calibration"]["models"]["big"]["loo_predicted_ms"] == pytest.approx(ms["big"], rel=0.03)
 
 
-def test_calibrate_round_trip(synth_dir, tmp_path, run_cli):
-    """A phone whose kernels compare as the shipped prior says, at its own speed (half the
-    Snapdragon 410's), measured on six models, predicts the rest."""
+def _calibrate_phone(synth_dir, tmp_path, run_cli, relative_prices, extra=()):
+    """Calibrate on six synthetic models of a phone whose kernels compare as `relative_prices`
+    say, at its own speed (half the Snapdragon 410's); return the phone and the profile path."""
     base = load_profile("android-lowend-1t")
-    prior = base.predictor["prior_prices"]  # relative prices: `calibrate` fits the speed
     graphs = {n: analyse(synth_dir / f"{n}.param") for n in SYNTH}
     first = next(iter(SYNTH))
-    speed = 2.0 * predict_graph(base.predictor, graphs[first]) / predict(prior, features(graphs[first]))
+    speed = 2.0 * predict_graph(base.predictor, graphs[first]) / predict(relative_prices, features(graphs[first]))
 
     def phone(n):
-        return speed * predict(prior, features(graphs[n]))
+        return speed * predict(relative_prices, features(graphs[n]))
 
     measured = {n: phone(n) for n in list(SYNTH)[:6]}
     meas = tmp_path / "phone.json"
     meas.write_text(json.dumps(measured))
     out = tmp_path / "phone-profile.json"
     code, stdout, err = run_cli("device", "calibrate", "--name", "my-phone", "--measurements", meas,
-                                "--models", synth_dir, "--out", out, "--threads", "1")
+                                "--models", synth_dir, "--out", out, "--threads", "1", *extra)
     assert code == 0, err
     assert "leave-one-model-out" in stdout
     profile = load_profile(str(out))
     assert profile.kind == "predicted" and profile.threads == 1 and profile.name == "my-phone"
     assert set(profile.predictor["calibration"]["models"]) == set(measured)
+    return phone, out, profile
+
+
+def _assert_predicts_unmeasured(synth_dir, run_cli, phone, out):
     for n in list(SYNTH)[6:]:  # never measured
         code, stdout, _ = run_cli("check", synth_dir / f"{n}.param", "--device", out, "--json")
         assert code == 0
         got = json.loads(stdout)["runtimes"]["ncnn"]["latency_ms"]
         assert got == pytest.approx(phone(n), rel=0.05)
+
+
+def test_calibrate_round_trip_starts_from_the_nearest_reference_board(synth_dir, tmp_path, run_cli):
+    """A phone whose kernels compare as one published board's do is matched to that board, and
+    its other models are predicted."""
+    refs = load_profile("android-lowend-1t").predictor["reference_prices"]
+    assert len(refs) >= 4
+    board = next(b for b in refs if b.startswith("Raspberry Pi"))
+    phone, out, profile = _calibrate_phone(synth_dir, tmp_path, run_cli, refs[board])
+    chosen = profile.predictor["prior_reference"]
+    assert chosen["board"] == board
+    assert set(chosen["calibration_rms_log_error"]) == set(refs)
+    assert profile.predictor["prior_prices"] == refs[board]
+    assert any(board in note for note in profile.notes)
+    _assert_predicts_unmeasured(synth_dir, run_cli, phone, out)
+
+
+def test_calibrate_round_trip_with_a_prior_without_references(synth_dir, tmp_path, run_cli):
+    """A prior profile without reference boards (one calibrated by a team) lends its prices."""
+    first_phone, first, profile = _calibrate_phone(synth_dir, tmp_path, run_cli,
+                                                   load_profile("android-lowend-1t").predictor["prior_prices"])
+    assert "reference_prices" not in profile.predictor
+    prior = profile.predictor["prior_prices"]
+    (tmp_path / "second").mkdir()
+    phone, out, second = _calibrate_phone(synth_dir, tmp_path / "second", run_cli, prior, extra=("--prior", first))
+    assert "prior_reference" not in second.predictor and second.predictor["prior"] == "my-phone"
+    assert second.predictor["prior_prices"] == prior
+    _assert_predicts_unmeasured(synth_dir, run_cli, phone, out)
 
 
 def test_calibrate_needs_matching_params(synth_dir, tmp_path, run_cli):
@@ -256,3 +287,64 @@ def test_shipped_profile_matches_published_table(published):
         p = load_profile(name)
         s = error_summary([predict_graph(p.predictor, graphs[m]) for m in table], list(table.values()))
         assert s["median_abs_pct"] <= 10.0, (name, s)
+
+
+def _published_runs(pub, graphs):
+    runs = []
+    for d in pub["devices"]:
+        for r in d["runs"]:
+            if r["cfg"]["gpu_device"] == -1:
+                runs.append((d["device"], r["cfg"]["num_threads"], {m: v for m, v in r["res"].items() if m in graphs}))
+    return runs
+
+
+def test_transformer_gemms_do_not_price_the_convolutions(published):
+    """QRB2210's table holds the only transformer (vision_transformer, 10 s): its GEMMs have their
+    own price, so fitting it does not skew the 1x1 convolutions of the other 34 models."""
+    pub, graphs = published
+    _, _, ms = next(r for r in _published_runs(pub, graphs) if "QRB2210" in r[0] and r[1] == 1)
+    feats = {m: features(graphs[m]) for m in ms}
+    cnns = sorted(m for m in ms if m != "vision_transformer")
+    preds = []
+    for held in cnns:
+        train = [m for m in sorted(ms) if m != held]
+        prices, _ = fit([feats[m] for m in train], [ms[m] for m in train])
+        preds.append(predict(prices, feats[held]))
+    s = error_summary(preds, [ms[m] for m in cnns])
+    # measured: median 6.9%, p90 21.5%; with the GEMMs priced as 1x1 convolutions 10.4% / 33.4%
+    assert s["median_abs_pct"] <= 8.5, s
+    assert s["p90_abs_pct"] <= 26.0, s
+
+
+def test_unseen_board_calibrated_from_five_models(published):
+    """The Snapdragon 410 at 4 threads as if never seen: five of its models pick the nearest other
+    board as the prior and calibrate; its other models are predicted (docs/devices.md)."""
+    import random
+
+    from mobilize.devices.fit import nearest_reference, pooled_prior
+
+    pub, graphs = published
+    runs = _published_runs(pub, graphs)
+    feats = {m: features(g, threads=4) for m, g in graphs.items()}
+    refs = {}
+    for device, threads, ms in runs:
+        if "Snapdragon 410" in device or threads == 1:
+            continue
+        f = {m: features(graphs[m], threads=threads) for m in ms}
+        refs[f"{device} {threads}t"] = fit([f[m] for m in sorted(ms)], [ms[m] for m in sorted(ms)])[0]
+    _, _, table = next(r for r in runs if "Snapdragon 410" in r[0] and r[1] == 4)
+    rng = random.Random(0)
+    errs = {"nearest": [], "pooled": []}
+    for _ in range(8):
+        pick = rng.sample(sorted(table), 5)
+        ms = {m: table[m] for m in pick}
+        label, scores = nearest_reference(feats, ms, refs)
+        assert scores[label] == min(scores.values())
+        for variant, prior in (("nearest", refs[label]), ("pooled", pooled_prior(list(refs.values())))):
+            prices, _ = fit([feats[m] for m in pick], [ms[m] for m in pick], prior=prior)
+            errs[variant] += [predict(prices, feats[m]) / table[m] for m in table if m not in pick]
+    near = error_summary(errs["nearest"], [1.0] * len(errs["nearest"]))
+    pooled = error_summary(errs["pooled"], [1.0] * len(errs["pooled"]))
+    # measured: nearest median 6.2%, p90 17.0%, 95% within +-20%; pooled 7.6%, 17.9%, 93%
+    assert near["median_abs_pct"] <= 8.0 and near["within_20_pct"] >= 0.9, near
+    assert near["median_abs_pct"] < pooled["median_abs_pct"] - 0.5, (near, pooled)

@@ -134,17 +134,29 @@ def calibrate(name: str, measurements: Path | str, models: Path | str, out: Path
     if prior_profile.kind != "predicted":
         raise BadInput(f"--prior '{prior_profile.name}' is a {prior_profile.kind} profile; it must be a predicted one")
     pred = prior_profile.predictor
-    prior_prices = pred.get("prior_prices", pred["prices"])
-    with log.step(f"fitting {name} on {len(graphs)} models (prior: {prior_profile.name})"):
-        record = fit_predictor(graphs, {n: ms[n] for n in graphs}, prior=prior_prices, strength=strength,
-                               threads=threads, cache_bytes=pred.get("cache_bytes", CACHE_BYTES))
+    cache_bytes = pred.get("cache_bytes", CACHE_BYTES)
+    ms = {n: ms[n] for n in graphs}
+    references = pred.get("reference_prices")
+    reference = None
+    if references:
+        with log.step(f"matching {len(graphs)} models against {len(references)} reference boards"):
+            feats = {n: features(g, threads=threads, cache_bytes=cache_bytes) for n, g in graphs.items()}
+            reference, scores = nearest_reference(feats, ms, references, strength)
+        prior_prices = references[reference]
+    else:  # a prior profile without reference boards (older or hand-made): its pooled prices
+        prior_prices = pred.get("prior_prices", pred["prices"])
+    towards = f"'{reference}' (via '{prior_profile.name}')" if reference else f"'{prior_profile.name}'"
+    with log.step(f"fitting {name} on {len(graphs)} models (prior: {towards})"):
+        record = fit_predictor(graphs, ms, prior=prior_prices, strength=strength, threads=threads,
+                               cache_bytes=cache_bytes)
     if len(graphs) < 10:  # too few models to trust their own spread: no narrower than the prior's
         record["error_band"]["log_p90"] = round(max(record["error_band"]["log_p90"], prior_profile.band), 4)
     record["prior"] = prior_profile.name
     record["prior_prices"] = prior_prices
+    if reference:
+        record["prior_reference"] = {"board": reference, "calibration_rms_log_error": scores}
     record["source"] = {"measurements": str(measurements), "config": cfg}
-    notes = [f"calibrated from {len(graphs)} models measured on the device; prices shrunk towards "
-             f"'{prior_profile.name}'"]
+    notes = [f"calibrated from {len(graphs)} models measured on the device; prices shrunk towards {towards}"]
     if missing:
         notes.append(f"measured but without a .param (ignored): {', '.join(missing)}")
     profile = Profile(name=name, kind="predicted", description=description or f"{name} (calibrated, {threads} threads)",
@@ -153,6 +165,25 @@ def calibrate(name: str, measurements: Path | str, models: Path | str, out: Path
         save_profile(profile, out)
         profile.path = str(out)
     return profile
+
+
+def nearest_reference(feats: dict[str, dict], ms: dict[str, float], references: dict[str, dict],
+                      strength: float = STRENGTH) -> tuple[str, dict[str, float]]:
+    """The reference board whose relative prices best explain a few measured models.
+
+    Each reference's prices serve in turn as the prior of a fit on the measurements; the one
+    whose fit leaves the smallest squared log error wins. Boards differ in how their kernels
+    compare (a Cortex-A53 at 4 threads on a memory-starved board is not one on a phone), and
+    five models say which published board a new one resembles better than they pin prices of
+    their own (docs/devices.md). Returns the winner and each reference's RMS log error."""
+    names = sorted(ms)
+    rows, y = [feats[n] for n in names], np.array([ms[n] for n in names], dtype=float)
+    scores = {}
+    for label, ref in references.items():
+        prices, _ = fit(rows, y, prior=ref, strength=strength)
+        r = np.log([predict(prices, f) for f in rows] / y)
+        scores[label] = round(float(np.sqrt(np.mean(r ** 2))), 5)
+    return min(scores, key=scores.get), scores
 
 
 def pooled_prior(price_sets: Sequence[dict]) -> dict:

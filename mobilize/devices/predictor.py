@@ -9,7 +9,9 @@ bytes it must read. The dense kinds are split by shape, as nn-Meter prices kerne
 configuration: "_small" when the output map has fewer than 200 pixels (14x14 and below: few
 winograd tiles, short GEMM rows), else "_thin" when a group has fewer than 64 output channels
 (a GEMM that narrow runs well below peak); an im2col convolution reducing over fewer than 200
-inputs (an RGB stem) is "conv_shallow". An int8 convolution is the same kind with "_int8"
+inputs (an RGB stem) is "conv_shallow". A matrix product with several rows (a transformer's
+Gemm, MatMul or attention) runs ncnn's Gemm kernel rather than a convolution's: "gemm"; one
+device's price for it must not be learned from convolutions, nor theirs from it. An int8 convolution is the same kind with "_int8"
 appended, priced as the fp32 kind times one int8 factor per device (`tie_matrix`). Activation
 bytes are priced as "cached_bytes" when a layer moves less than the profile's cache size (an
 A53's 512 KiB L2 by default), and element-wise layers evaluating exp/erf/pow pay
@@ -37,7 +39,8 @@ DENSE = ("conv3x3_winograd", "conv1x1", "conv")
 THIN_CHANNELS = 64
 SMALL_PIXELS = 200
 SHALLOW_DEPTH = 200  # an im2col convolution reducing over fewer inputs (cin/group*kh*kw): "conv_shallow"
-FP32_KINDS = tuple(f"{k}{s}" for k in DENSE for s in ("", "_small", "_thin")) + ("conv_shallow",)
+MATRIX_TYPES = ("Gemm", "MatMul", "MultiHeadAttention", "InnerProduct", "SDPA")
+FP32_KINDS = tuple(f"{k}{s}" for k in DENSE for s in ("", "_small", "_thin")) + ("conv_shallow", "gemm")
 # an int8 convolution is priced as its fp32 kind times one int8 factor per device (tied in `fit`)
 INT8_TWIN = {f"{k}_int8": k for k in FP32_KINDS}
 MAC_KINDS = FP32_KINDS + ("dwconv",) + tuple(INT8_TWIN) + ("dwconv_int8",)
@@ -66,16 +69,14 @@ def price_kind(c: LayerCost) -> str:
 
 
 def _split_kind(c: LayerCost, base: str) -> str:
-    if c.type in ("Gemm", "MatMul", "MultiHeadAttention", "InnerProduct", "SDPA"):
-        cout = c.out_shape[-1] if c.out_shape else 1
-        pixels = SMALL_PIXELS  # rows of a matrix product are not a feature map: never "small"
-    else:
-        group = max(1, c.attrs.get("group", 1))
-        cout = c.attrs.get("cout", 0) // group
-        pixels = int(np.prod(c.out_shape[1:])) if len(c.out_shape) > 1 else 1
-        depth = c.attrs.get("cin", 0) // group * c.attrs.get("k", 1) * c.attrs.get("kh", 1)
-        if base == "conv" and 0 < depth < SHALLOW_DEPTH:  # a stem on an RGB image: short GEMM columns
-            return "conv_shallow"
+    if c.type in MATRIX_TYPES:  # ncnn's Gemm / attention layers: their own GEMM kernel, not a convolution
+        return "gemm"
+    group = max(1, c.attrs.get("group", 1))
+    cout = c.attrs.get("cout", 0) // group
+    pixels = int(np.prod(c.out_shape[1:])) if len(c.out_shape) > 1 else 1
+    depth = c.attrs.get("cin", 0) // group * c.attrs.get("k", 1) * c.attrs.get("kh", 1)
+    if base == "conv" and 0 < depth < SHALLOW_DEPTH:  # a stem on an RGB image: short GEMM columns
+        return "conv_shallow"
     if pixels < SMALL_PIXELS:  # on a small map the tile/row shortage dominates, whatever the width
         return base + "_small"
     return base + ("_thin" if cout < THIN_CHANNELS else "")
@@ -270,7 +271,9 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
 
 
 def parent_kind(kind: str) -> str | None:
-    """conv1x1_thin -> conv1x1: the coarser price a split kind falls back to."""
+    """conv1x1_thin -> conv1x1, gemm -> conv1x1: the coarser price a split kind falls back to."""
+    if kind == "gemm":
+        return "conv1x1"
     for suffix in ("_thin", "_small", "_shallow"):
         if kind.endswith(suffix):
             return kind[: -len(suffix)]
