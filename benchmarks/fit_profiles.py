@@ -12,8 +12,8 @@ writes  mobilize/devices/profiles/android-lowend.json      Snapdragon 410, 4 thr
 
 Each Android profile is fitted on its device's published table, and carries every published
 board's prices at the same thread count (`mobilize device calibrate` shrinks a few-model
-calibration towards the one that explains it best) and their pooled relative prices, plus a
-leave-one-model-out error band. The host
+calibration towards them, each weighted by how well it explains the measurements) and their
+pooled relative prices, plus a leave-one-model-out error band. The host
 predictor is fitted on whole-model sums and on every layer timed on its own.
 The product reads only the written JSON files; ../shared is needed only here.
 """
@@ -86,8 +86,8 @@ def main() -> None:
         # `mobilize device calibrate` needs when a team has measured only a few models.
         record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, threads=threads)
         record["prior_prices"] = pooled_prior([own[i] for i in same_class])
-        # each published board's own prices: `device calibrate` starts from the one that best
-        # explains a team's few models (better than the pooled prior on a held-out board)
+        # each published board's own prices: `device calibrate` weighs them by how well each
+        # explains a team's few models (better than pooling them alike on a held-out board)
         record["reference_prices"] = {config_label(configs[i]): own[i] for i in same_class}
         record["prior"] = f"published low-end boards at {'1 thread' if threads == 1 else 'several threads'}"
         record["source"] = {"published": cfg["source"], "device": cfg["device"], "config": cfg["cfg"],

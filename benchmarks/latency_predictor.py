@@ -7,9 +7,9 @@
                  (the prior is fitted without the held-out model too)
 2. An unseen device: hold out one board entirely (all its configurations), calibrate from five
    of its models with the other boards as references (as `mobilize device calibrate` does: the
-   board whose prices best explain the five models is the prior; "pooled": the other boards'
-   pooled prices instead), predict its other models; repeated over random five-model subsets,
-   at several prior strengths.
+   prior is the boards' prices weighted by how well each explains the five models; "pooled":
+   weighted alike), predict its other models; repeated over random five-model subsets, at
+   several prior strengths.
 
     .venv/bin/python benchmarks/latency_predictor.py  -> benchmarks/results/latency-predictor.json
 """
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
-from mobilize.devices.fit import STRENGTH, nearest_reference, pooled_prior  # noqa: E402
+from mobilize.devices.fit import STRENGTH, pooled_prior, reference_prior  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.predictor import error_summary, features, fit, predict  # noqa: E402
 
@@ -98,8 +98,8 @@ def lomo(graphs, configs, strength) -> dict:
 
 def unseen_device(graphs, configs, strength_grid, subsets: int, k: int = 5, seed: int = 0) -> dict:
     """Per held-out configuration, per prior variant and strength: error over random k-model
-    calibrations. Variants: "nearest" (what `device calibrate` does: the other board whose prices
-    best explain the k models) and "pooled" (the other boards' pooled relative prices)."""
+    calibrations. Variants: "weighted" (what `device calibrate` does: the other boards' prices,
+    each weighted by how well it explains the k models) and "pooled" (all weighted alike)."""
     rng = random.Random(seed)
     tfeats = thread_features(graphs, configs)
     boards = sorted({c["board"] for c in configs})
@@ -114,17 +114,16 @@ def unseen_device(graphs, configs, strength_grid, subsets: int, k: int = 5, seed
             names = sorted(cfg["ms"])
             picks = [rng.sample(names, k) for _ in range(subsets)]
             per_variant = {}
-            for variant in ("nearest", "pooled"):
+            for variant in ("weighted", "pooled"):
                 per_strength = {}
                 for strength in strength_grid:
                     meds, p90s, w20s, pooled_err, chosen = [], [], [], [], []
                     for pick in picks:
                         ms = {m: cfg["ms"][m] for m in pick}
                         prior = pooled
-                        if variant == "nearest":
-                            label, _ = nearest_reference(feats, ms, same, strength)
-                            prior = same[label]
-                            chosen.append(label)
+                        if variant == "weighted":
+                            prior, evidence = reference_prior(feats, ms, same, strength)
+                            chosen.append(next(iter(evidence)))
                         prices, _ = fit([feats[m] for m in pick], [ms[m] for m in pick], prior=prior, strength=strength)
                         test = [m for m in names if m not in pick]
                         pred = [predict(prices, feats[m]) for m in test]
@@ -141,7 +140,7 @@ def unseen_device(graphs, configs, strength_grid, subsets: int, k: int = 5, seed
                         "all_predictions_p90_abs_pct": round(float(np.percentile(pooled_err, 90)), 2),
                         "subsets": subsets, "calibration_models": k, "test_models": len(names) - k}
                     if chosen:
-                        per_strength[str(strength)]["chosen_reference"] = {c: chosen.count(c) for c in sorted(set(chosen))}
+                        per_strength[str(strength)]["nearest_reference"] = {c: chosen.count(c) for c in sorted(set(chosen))}
                 per_variant[variant] = per_strength
             result[cfg["label"]] = per_variant
             print(f"unseen {cfg['label']}: " + "; ".join(
@@ -174,7 +173,7 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%d"), "goal": "median |error| <= 10%, 90th percentile <= 20%",
               "prior_strength": STRENGTH, "summary": summary,
               "unseen_summary": {v: {st: unseen_mean(unseen, v, st) for st in next(iter(unseen.values()))[v]}
-                                 for v in ("nearest", "pooled")},
+                                 for v in ("weighted", "pooled")},
               "leave_one_model_out": lomo_res,
               "unseen_device_five_models": unseen}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -2,9 +2,9 @@
 
 `calibrate` is what `mobilize device calibrate` runs on a team's own phone measurements; the
 shipped Android profiles are made the same way by `benchmarks/fit_profiles.py` from the ncnn
-project's published numbers. A device's own numbers set its prices; the prior (the relative
-prices common to the published low-end boards) fills in what a handful of measurements
-cannot pin down.
+project's published numbers. A device's own numbers set its prices; the prior (the published
+low-end boards' relative prices, each weighted by how well it explains the device's own
+numbers) fills in what a handful of measurements cannot pin down.
 """
 
 from __future__ import annotations
@@ -137,15 +137,16 @@ def calibrate(name: str, measurements: Path | str, models: Path | str, out: Path
     cache_bytes = pred.get("cache_bytes", CACHE_BYTES)
     ms = {n: ms[n] for n in graphs}
     references = pred.get("reference_prices")
-    reference = None
+    evidence = None
     if references:
-        with log.step(f"matching {len(graphs)} models against {len(references)} reference boards"):
+        with log.step(f"weighing {len(references)} reference boards by how well they explain {len(graphs)} models"):
             feats = {n: features(g, threads=threads, cache_bytes=cache_bytes) for n, g in graphs.items()}
-            reference, scores = nearest_reference(feats, ms, references, strength)
-        prior_prices = references[reference]
+            prior_prices, evidence = reference_prior(feats, ms, references, strength)
+        nearest = next(iter(evidence))
+        towards = f"the published boards weighted by fit (nearest: '{nearest}', {evidence[nearest]['weight']:.0%})"
     else:  # a prior profile without reference boards (older or hand-made): its pooled prices
         prior_prices = pred.get("prior_prices", pred["prices"])
-    towards = f"'{reference}' (via '{prior_profile.name}')" if reference else f"'{prior_profile.name}'"
+        towards = f"'{prior_profile.name}'"
     with log.step(f"fitting {name} on {len(graphs)} models (prior: {towards})"):
         record = fit_predictor(graphs, ms, prior=prior_prices, strength=strength, threads=threads,
                                cache_bytes=cache_bytes)
@@ -153,8 +154,8 @@ def calibrate(name: str, measurements: Path | str, models: Path | str, out: Path
         record["error_band"]["log_p90"] = round(max(record["error_band"]["log_p90"], prior_profile.band), 4)
     record["prior"] = prior_profile.name
     record["prior_prices"] = prior_prices
-    if reference:
-        record["prior_reference"] = {"board": reference, "calibration_rms_log_error": scores}
+    if evidence:
+        record["prior_references"] = evidence
     record["source"] = {"measurements": str(measurements), "config": cfg}
     notes = [f"calibrated from {len(graphs)} models measured on the device; prices shrunk towards {towards}"]
     if missing:
@@ -167,27 +168,41 @@ def calibrate(name: str, measurements: Path | str, models: Path | str, out: Path
     return profile
 
 
-def nearest_reference(feats: dict[str, dict], ms: dict[str, float], references: dict[str, dict],
-                      strength: float = STRENGTH) -> tuple[str, dict[str, float]]:
-    """The reference board whose relative prices best explain a few measured models.
+REFERENCE_SIGMA = 0.1  # log-error of one prediction: about the predictor's own (median 6.6%, p90 20%)
 
-    Each reference's prices serve in turn as the prior of a fit on the measurements; the one
-    whose fit leaves the smallest squared log error wins. Boards differ in how their kernels
-    compare (a Cortex-A53 at 4 threads on a memory-starved board is not one on a phone), and
-    five models say which published board a new one resembles better than they pin prices of
-    their own (docs/devices.md). Returns the winner and each reference's RMS log error."""
+
+def reference_prior(feats: dict[str, dict], ms: dict[str, float], references: dict[str, dict],
+                    strength: float = STRENGTH, sigma: float = REFERENCE_SIGMA) -> tuple[dict[str, float], dict]:
+    """A prior for a few measured models: the published boards' relative prices, each weighted
+    by how well it explains the measurements.
+
+    Each reference's prices serve in turn as the prior of a fit on the measurements; a
+    reference whose fit leaves squared log error E gets the weight exp(-E / 2 sigma^2)
+    (normalised), the probability that the new device is like that board when one prediction
+    is off by a log-normal error of sigma. Boards differ in how their kernels compare (four
+    A53 cores on a memory-starved board are not four on a phone), and five models tell which
+    boards a new one resembles better than they pin prices of their own (docs/devices.md).
+    Returns the prior (the weighted geometric mean of the centred reference prices, as
+    `pooled_prior`) and, per reference, its weight and RMS log error."""
     names = sorted(ms)
     rows, y = [feats[n] for n in names], np.array([ms[n] for n in names], dtype=float)
-    scores = {}
+    sse = {}
     for label, ref in references.items():
         prices, _ = fit(rows, y, prior=ref, strength=strength)
-        r = np.log([predict(prices, f) for f in rows] / y)
-        scores[label] = round(float(np.sqrt(np.mean(r ** 2))), 5)
-    return min(scores, key=scores.get), scores
+        r = np.log(np.array([predict(prices, f) for f in rows]) / y)
+        sse[label] = float(r @ r)
+    best = min(sse.values())
+    w = {k: math.exp(-(v - best) / (2 * sigma ** 2)) for k, v in sse.items()}
+    total = sum(w.values())
+    weights = {k: v / total for k, v in w.items()}
+    evidence = {k: {"weight": round(weights[k], 4), "rms_log_error": round(math.sqrt(sse[k] / len(names)), 5)}
+                for k in sorted(sse, key=sse.get)}
+    return pooled_prior(list(references.values()), list(weights[k] for k in references)), evidence
 
 
-def pooled_prior(price_sets: Sequence[dict]) -> dict:
-    """Relative prices common to several devices: the geometric mean after normalising each.
+def pooled_prior(price_sets: Sequence[dict], weights: Sequence[float] | None = None) -> dict:
+    """Relative prices common to several devices: the (weighted) geometric mean after
+    normalising each.
 
     Only ratios matter to `fit`'s prior (the device factor is free), so each device's prices
     are centred in log space before averaging.
@@ -196,7 +211,7 @@ def pooled_prior(price_sets: Sequence[dict]) -> dict:
     for p in price_sets:
         v = np.log([max(p.get(k, 0.0), 1e-30) for k in PRICES])
         logs.append(v - v.mean())
-    mean = np.mean(logs, axis=0)
+    mean = np.average(logs, axis=0, weights=weights)
     return {k: float(math.exp(x)) for k, x in zip(PRICES, mean)}
 
 
