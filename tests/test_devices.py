@@ -135,7 +135,7 @@ def test_layer_rows_pin_the_dispatch_price_and_leave_one_out_drops_them(synth_di
 
 def _calibrate_phone(synth_dir, tmp_path, run_cli, relative_prices, extra=()):
     """Calibrate on six synthetic models of a phone whose kernels compare as `relative_prices`
-    say, at its own speed (half the Snapdragon 410's); return the phone and the profile path."""
+    say, at its own speed (half the Snapdragon 410's); return the phone, profile path, profile and stdout."""
     base = load_profile("android-lowend-1t")
     graphs = {n: analyse(synth_dir / f"{n}.param") for n in SYNTH}
     first = next(iter(SYNTH))
@@ -155,7 +155,7 @@ def _calibrate_phone(synth_dir, tmp_path, run_cli, relative_prices, extra=()):
     profile = load_profile(str(out))
     assert profile.kind == "predicted" and profile.threads == 1 and profile.name == "my-phone"
     assert set(profile.predictor["calibration"]["models"]) == set(measured)
-    return phone, out, profile
+    return phone, out, profile, stdout
 
 
 def _assert_predicts_unmeasured(synth_dir, run_cli, phone, out):
@@ -172,24 +172,27 @@ def test_calibrate_round_trip_weighs_the_reference_boards(synth_dir, tmp_path, r
     refs = load_profile("android-lowend-1t").predictor["reference_prices"]
     assert len(refs) >= 4
     board = next(b for b in refs if b.startswith("Raspberry Pi"))
-    phone, out, profile = _calibrate_phone(synth_dir, tmp_path, run_cli, refs[board])
+    phone, out, profile, stdout = _calibrate_phone(synth_dir, tmp_path, run_cli, refs[board])
     evidence = profile.predictor["prior_references"]
     assert set(evidence) == set(refs)
     assert next(iter(evidence)) == board and evidence[board]["rms_log_error"] < 0.005
     assert evidence[board]["weight"] > 0.5
     assert sum(e["weight"] for e in evidence.values()) == pytest.approx(1.0, abs=1e-3)
     assert any(board in note for note in profile.notes)
+    assert f"most like: {board} (weight" in stdout
     _assert_predicts_unmeasured(synth_dir, run_cli, phone, out)
 
 
 def test_calibrate_round_trip_with_a_prior_without_references(synth_dir, tmp_path, run_cli):
     """A prior profile without reference boards (one calibrated by a team) lends its prices."""
-    first_phone, first, profile = _calibrate_phone(synth_dir, tmp_path, run_cli,
+    _, first, profile, _ = _calibrate_phone(synth_dir, tmp_path, run_cli,
                                                    load_profile("android-lowend-1t").predictor["prior_prices"])
     assert "reference_prices" not in profile.predictor
     prior = profile.predictor["prior_prices"]
     (tmp_path / "second").mkdir()
-    phone, out, second = _calibrate_phone(synth_dir, tmp_path / "second", run_cli, prior, extra=("--prior", first))
+    phone, out, second, stdout = _calibrate_phone(synth_dir, tmp_path / "second", run_cli, prior,
+                                                  extra=("--prior", first))
+    assert "most like" not in stdout
     assert "prior_references" not in second.predictor and second.predictor["prior"] == "my-phone"
     assert second.predictor["prior_prices"] == prior
     _assert_predicts_unmeasured(synth_dir, run_cli, phone, out)

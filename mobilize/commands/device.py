@@ -60,7 +60,8 @@ def run(args) -> int:
     if args.json:
         print_json({"profile": str(args.out), "name": profile.name, "threads": profile.threads,
                     "models": len(profile.predictor["calibration"]["models"]), "loo": loo,
-                    "error_band_log": band.get("log_p90")})
+                    "error_band_log": band.get("log_p90"),
+                    "prior_references": profile.predictor.get("prior_references")})
     else:
         import math
 
@@ -69,6 +70,10 @@ def run(args) -> int:
         if loo:
             print(f"leave-one-model-out error: median {loo['median_abs_pct']:.1f}%, 90th percentile "
                   f"{loo['p90_abs_pct']:.1f}%; predictions are reported with a x{math.exp(band['log_p90']):.2f} band")
+        refs = profile.predictor.get("prior_references")
+        if refs:
+            board, e = next(iter(refs.items()))
+            print(f"most like: {board} (weight {e['weight']:.0%} of {len(refs)} published boards in the prior)")
         for note in profile.notes[1:]:
             print(note)
     return 0
