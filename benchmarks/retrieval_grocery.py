@@ -53,6 +53,7 @@ ROWS["final"] = FINAL
 ROWS["final-40ep"] = dict(FINAL, epochs=40)  # the same recipe, a third of the schedule
 ROWS["final-40ep-no-erasing"] = dict(FINAL, epochs=40, random_erasing=0.0)  # does erasing help on a longer schedule?
 ROWS["final-40ep-width-0.75"] = dict(FINAL, epochs=40, width=0.75)  # does a wider backbone help?
+ROWS["final-224"] = dict(FINAL, train_size=192, input_size=224)  # the committed recipe at a larger input
 
 
 def train_row(name: str, threads: int) -> None:

@@ -107,7 +107,8 @@ def fit_predictor(graphs: dict[str, Graph], ms: dict[str, float], prior: dict | 
             models[n]["loo_predicted_ms"] = round(held[n], 3)
         pred, meas = [held[n] for n in names], [ms[n] for n in names]
         band = max(band_from_errors(pred, meas), MIN_BAND)
-        record["error_band"] = {"log_p90": round(band, 4), "loo": error_summary(pred, meas),
+        # rounded up, so that a band is never narrower than MIN_BAND or than the errors say
+        record["error_band"] = {"log_p90": math.ceil(band * 1e4) / 1e4, "loo": error_summary(pred, meas),
                                 "meaning": "90% of leave-one-model-out predictions were within x/e^b .. x*e^b"}
     record["calibration"] = {"models": models, "prior_strength": strength if prior is not None else None,
                              "layer_rows": sum(map(len, layers.values())) if layers else 0}

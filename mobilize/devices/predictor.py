@@ -9,7 +9,9 @@ bytes it must read. The dense kinds are split by shape, as nn-Meter prices kerne
 configuration: "_small" when the output map has fewer than 200 pixels (14x14 and below: few
 winograd tiles, short GEMM rows), else "_thin" when a group has fewer than 64 output channels
 (a GEMM that narrow runs well below peak); an im2col convolution reducing over fewer than 200
-inputs (an RGB stem) is "conv_shallow". A matrix product with several rows (a transformer's
+inputs (an RGB stem) is "conv_shallow", and also pays "shallow_outputs" per output element:
+with a reduction that short, the work per output (accumulators, the loop prologue) is not
+amortised, so a MAC costs a + b / depth rather than a flat price. A matrix product with several rows (a transformer's
 Gemm, MatMul or attention) runs ncnn's Gemm kernel rather than a convolution's: "gemm"; one
 device's price for it must not be learned from convolutions, nor theirs from it. An int8 convolution is the same kind with "_int8"
 appended, priced as the fp32 kind times one int8 factor per device (`tie_matrix`). Activation
@@ -46,12 +48,15 @@ INT8_TWIN = {f"{k}_int8": k for k in FP32_KINDS}
 MAC_KINDS = FP32_KINDS + ("dwconv",) + tuple(INT8_TWIN) + ("dwconv_int8",)
 # element-wise layers that evaluate exp / erf / pow per element: several times a ReLU's cost per byte
 TRANSCENDENTAL = {"Swish", "GELU", "LRN", "Sigmoid", "Softmax", "Mish", "TanH", "ELU", "SELU", "Exp", "Log", "Power"}
-PRICES = MAC_KINDS + ("gemv_weight_bytes", "transcendental_bytes", "bytes", "cached_bytes", "layer")
+PRICES = MAC_KINDS + ("shallow_outputs", "gemv_weight_bytes", "transcendental_bytes", "bytes", "cached_bytes", "layer")
+EXTRAS = ("shallow_outputs", "transcendental_bytes")  # on top of another price: 0 where no model shows them
 ROW_PARALLEL = {"LayerNorm", "Softmax", "Gemm", "MatMul", "MultiHeadAttention", "InnerProduct", "SDPA"}
 CACHE_BYTES = 512 * 1024  # default: the L2 of a Cortex-A53 cluster: a layer moving less stays in cache
 
 # what one unit of each price is, for people reading a profile
 UNITS = {k: "ms per MAC" for k in MAC_KINDS} | {
+    "shallow_outputs": "ms per output element of a conv_shallow layer (on top of its MACs: a short reduction "
+                       "does not amortise the per-output work)",
     "gemv_weight_bytes": "ms per weight byte of a matrix-vector product (fully connected, batch 1)",
     "transcendental_bytes": "ms per activation byte of an exp/erf/pow element-wise layer (on top of bytes)",
     "bytes": "ms per activation byte read or written",
@@ -114,7 +119,10 @@ def layer_quantities(c: LayerCost, threads: int = 1, cache_bytes: float = CACHE_
     e = imbalance(c, threads)
     q = {"bytes" if c.bytes >= cache_bytes else "cached_bytes": c.bytes * e, "layer": float(c.ops)}
     if c.kind.removesuffix("_int8") in DENSE or c.kind in MAC_KINDS:
-        q[price_kind(c)] = c.macs * e
+        kind = price_kind(c)
+        q[kind] = c.macs * e
+        if kind.removesuffix("_int8") == "conv_shallow":
+            q["shallow_outputs"] = float(np.prod(c.out_shape)) * e
     elif c.kind == "gemv":
         q["gemv_weight_bytes"] = c.weight_bytes
     elif c.type in TRANSCENDENTAL:
@@ -282,7 +290,8 @@ def parent_kind(kind: str) -> str | None:
 
 def fill_unseen(prices: dict[str, float], seen: set[str]) -> dict[str, float]:
     """Prices no measured model exercised take their parent kind's (a thin 3x3 is still a 3x3);
-    an int8 twin stays its fp32 kind's price times the int8 factor."""
+    an int8 twin stays its fp32 kind's price times the int8 factor; a surcharge on top of
+    another price (`EXTRAS`) is 0."""
     seen = seen | {INT8_TWIN[k] for k in seen if k in INT8_TWIN}  # a twin's data pins its fp32 kind
     out = dict(prices)
     for k in (p for p in PRICES if p not in INT8_TWIN):
@@ -295,6 +304,9 @@ def fill_unseen(prices: dict[str, float], seen: set[str]) -> dict[str, float]:
             out[k] = out[p]
     for twin, base in INT8_TWIN.items():
         out[twin] = out[base] * prices[twin] / prices[base]
+    for k in EXTRAS:
+        if k not in seen:
+            out[k] = 0.0
     return out
 
 
