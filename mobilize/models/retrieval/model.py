@@ -34,7 +34,7 @@ class NetConfig:
     embedding_dim: int = 128
     attention: str = "spatial"
     gem_p: float = 3.0
-    input_size: int = 160
+    input_size: int = 224
     stem: int = 32
 
     def to_dict(self) -> dict:

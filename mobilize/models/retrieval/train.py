@@ -43,7 +43,7 @@ class TrainConfig:
         "help": "splits to train on, comma-separated; a missing 'catalog' is skipped"})
     val_split: str = field(default="val", metadata={
         "help": "queries for the progress check (gallery = training splits); '' or a missing split skips it"})
-    input_size: int = field(default=160, metadata={"help": "square input side of the deployed model, pixels"})
+    input_size: int = field(default=224, metadata={"help": "square input side of the deployed model, pixels"})
     train_size: int = field(default=0, metadata={
         "help": "side of the training crops (0: --input-size); smaller is faster, and random-resized crops "
                 "make objects look larger in training than at test time, so a larger test size helps (FixRes)"})
