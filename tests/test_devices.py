@@ -184,6 +184,11 @@ def test_calibrate_round_trip_weighs_the_reference_boards(synth_dir, tmp_path, r
     assert any(board in note for note in profile.notes)
     assert f"most like: {board} (weight" in stdout
     _assert_predicts_unmeasured(synth_dir, run_cli, phone, out)
+    # --json after the action, as after any other command
+    code, stdout, err = run_cli("device", "calibrate", "--name", "my-phone", "--measurements", tmp_path / "phone.json",
+                                "--models", synth_dir, "--out", tmp_path / "again.json", "--threads", "1", "--json")
+    assert code == 0, err
+    assert next(iter(json.loads(stdout)["prior_references"])) == board
 
 
 def test_calibrate_round_trip_with_a_prior_without_references(synth_dir, tmp_path, run_cli):

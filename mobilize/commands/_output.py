@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
 from .._ui import human_bytes, table
 from ..verify import worst
+
+
+def add_output_options(p) -> None:
+    """--json / --quiet / --debug on an ACTION subparser (`mobilize data dedup`, `mobilize device
+    calibrate`). SUPPRESS: `mobilize data --json dedup X` and `mobilize data dedup X --json` both
+    work (the command's own flags from cli.common_options stay the defaults)."""
+    g = p.add_argument_group("output")
+    g.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
+    g.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output")
+    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="tracebacks on errors")
 
 
 def print_json(obj) -> None:

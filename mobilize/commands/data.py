@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
-from ._output import print_json
+from ._output import add_output_options, print_json
 
 NAME = "data"
 ORDER = 5
@@ -21,14 +19,6 @@ EPILOG = """examples:
   mobilize data restore data/grocery --apply"""
 
 
-def _common(p) -> None:
-    # SUPPRESS: `mobilize data --json dedup X` and `mobilize data dedup X --json` both work
-    g = p.add_argument_group("output")
-    g.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object")
-    g.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output")
-    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="tracebacks on errors")
-
-
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     d = sub.add_parser("dedup", help="near-duplicate images by perceptual hash (dHash)")
@@ -36,7 +26,7 @@ def add_arguments(p) -> None:
     d.add_argument("--threshold", type=int, default=4,
                    help="max differing bits of 64 to call two images duplicates (default 4; 0: same hash)")
     d.add_argument("--apply", action="store_true", help="move the duplicates to the quarantine")
-    _common(d)
+    add_output_options(d)
 
     c = sub.add_parser("clean", help="per-class outliers: DBSCAN on embeddings, keep the largest tight cluster")
     c.add_argument("path", metavar="PATH", help="dataset root or a split (CLASS folders inside)")
@@ -52,12 +42,12 @@ def add_arguments(p) -> None:
                    help="leave a class alone when more than this share would move (default 0.3)")
     c.add_argument("--min-class-size", type=int, default=5, help="skip classes with fewer images (default 5)")
     c.add_argument("--apply", action="store_true", help="move the outliers to the quarantine")
-    _common(c)
+    add_output_options(c)
 
     r = sub.add_parser("restore", help="move quarantined files back where they came from")
     r.add_argument("path", metavar="PATH", help="the dataset root given to dedup/clean")
     r.add_argument("--apply", action="store_true", help="move them back (default: list them)")
-    _common(r)
+    add_output_options(r)
 
 
 def run(args) -> int:

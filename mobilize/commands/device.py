@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._output import print_json, reporter
+from ._output import add_output_options, print_json, reporter
 
 NAME = "device"
 ORDER = 45
@@ -22,9 +22,10 @@ EPILOG = """examples:
 
 def add_arguments(p) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION")
-    sub.add_parser("list", help="the shipped profiles")
+    add_output_options(sub.add_parser("list", help="the shipped profiles"))
     show = sub.add_parser("show", help="one profile in full (name or path)")
     show.add_argument("profile", metavar="PROFILE")
+    add_output_options(show)
     cal = sub.add_parser("calibrate", help="fit a predicted profile from measurements on a device")
     cal.add_argument("--name", required=True, help="profile name")
     cal.add_argument("--measurements", required=True, metavar="FILE",
@@ -35,6 +36,7 @@ def add_arguments(p) -> None:
     cal.add_argument("--prior", metavar="PROFILE",
                      help="profile whose prices to shrink towards (default: android-lowend[-1t] by threads)")
     cal.add_argument("--description", default="", help="one line about the device")
+    add_output_options(cal)
 
 
 def run(args) -> int:
