@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mobilize: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mobilize ... | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except Exception as e:  # the one place errors become exit codes
         return report_error(e, getattr(args, "debug", False))
 

@@ -224,6 +224,20 @@ def test_device_list_and_unknown_device(run_cli):
     assert code == 2 and "unknown device" in err
 
 
+def test_output_into_a_closed_pipe_is_not_an_error():
+    """`mobilize device show X | head`: when the reader has gone, exit 141 (as a shell does)
+    without an "internal error" message."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "mobilize", "device", "show", "android-lowend"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before the command writes anything
+    err = p.stderr.read()
+    assert p.wait() == 141, err
+    assert err == b""
+
+
 def test_shipped_profiles_carry_an_honest_band():
     for name in ("android-lowend", "android-lowend-1t"):
         p = load_profile(name)
