@@ -191,7 +191,7 @@ def report(args) -> int:
             result["attention"].append({"attention": label, "run": run, **m})
             print("attention", label, m, flush=True)
 
-    for run in (r for r in ROWS if r.startswith("final-")):  # the kept recipe at 40 epochs, varied
+    for run in (r for r in ROWS if r.startswith("final-")):  # the kept recipe at 160 px, at 40 and 120 epochs
         ckpt = RUNS / run / "model.pt"
         if ckpt.exists():
             m = _evaluate(ckpt, threads=threads)

@@ -1,31 +1,31 @@
 """The ncnn latency predictor: a per-layer cost model with one price per kind of kernel.
 
-A layer costs `price[kind] * MACs + price["bytes"] * bytes moved + price["layer"] *
-dispatches`, and a model costs the sum over its layers. `kind` is the kernel ncnn runs
-(winograd 3x3, 1x1 sgemm, im2col convolution, depthwise, int8, ...), because a
-multiply-accumulate in a depthwise convolution costs several times one in a winograd
-convolution on the same core; a fully connected layer at batch 1 is priced by the weight
-bytes it must read. The dense kinds are split by shape, as nn-Meter prices kernels by their
-configuration: "_small" when the output map has fewer than 200 pixels (14x14 and below: few
-winograd tiles, short GEMM rows), else "_thin" when a group has fewer than 64 output channels
-(a GEMM that narrow runs well below peak); an im2col convolution reducing over fewer than 200
-inputs (an RGB stem) is "conv_shallow", and also pays "shallow_outputs" per output element:
-with a reduction that short, the work per output (accumulators, the loop prologue) is not
-amortised, so a MAC costs a + b / depth rather than a flat price. A matrix product with several rows (a transformer's
-Gemm, MatMul or attention) runs ncnn's Gemm kernel rather than a convolution's: "gemm"; one
-device's price for it must not be learned from convolutions, nor theirs from it. An int8 convolution is the same kind with "_int8"
+A layer costs `price[kind] * MACs + price["bytes"] * bytes moved + price["layer"] * dispatches`,
+and a model costs the sum over its layers. `kind` is the kernel ncnn runs (winograd 3x3, 1x1
+sgemm, im2col convolution, depthwise, int8, ...), because a multiply-accumulate in a depthwise
+convolution costs several times one in a winograd convolution on the same core; a fully
+connected layer at batch 1 is priced by the weight bytes it must read. The dense kinds are split
+by shape, as nn-Meter prices kernels by their configuration: "_small" when the output map has
+fewer than 200 pixels (14x14 and below: few winograd tiles, short GEMM rows), else "_thin" when
+a group has fewer than 64 output channels (a GEMM that narrow runs well below peak); an im2col
+convolution reducing over fewer than 200 inputs (an RGB stem) is "conv_shallow", and also pays
+"shallow_outputs" per output element: with a reduction that short, the work per output
+(accumulators, the loop prologue) is not amortised, so a MAC costs a + b / depth rather than a
+flat price. A matrix product with several rows (a transformer's Gemm, MatMul or attention) runs
+ncnn's Gemm kernel rather than a convolution's: "gemm"; one device's price for it must not be
+learned from convolutions, nor theirs from it. An int8 convolution is the same kind with "_int8"
 appended, priced as the fp32 kind times one int8 factor per device (`tie_matrix`). Activation
 bytes are priced as "cached_bytes" when a layer moves less than the profile's cache size (an
 A53's 512 KiB L2 by default), and element-wise layers evaluating exp/erf/pow pay
 "transcendental_bytes" on top. At several threads a per-channel layer's work is scaled by its
-OpenMP imbalance (`imbalance`). Summing per layer is what lets
-the predictor price an architecture it has never seen.
+OpenMP imbalance (`imbalance`). Summing per layer is what lets the predictor price an
+architecture it has never seen.
 
-Prices are fitted in log space (relative error is what matters from a 15 ms model to a 2 s
-one). A device measured on only a few models cannot pin down every price, so `fit` can shrink
-them towards a prior: each price stays near the prior's, scaled by one free device factor,
-unless the measurements say otherwise. See `benchmarks/fit_profiles.py` for how the shipped
-profiles are made and docs/devices.md for how well this does.
+Prices are fitted in log space (relative error is what matters from a 15 ms model to a 2 s one).
+A device measured on only a few models cannot pin down every price, so `fit` can shrink them
+towards a prior: each price stays near the prior's, scaled by one free device factor, unless the
+measurements say otherwise. See `benchmarks/fit_profiles.py` for how the shipped profiles are
+made and docs/devices.md for how well this does.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ MAC_KINDS = FP32_KINDS + ("dwconv",) + tuple(INT8_TWIN) + ("dwconv_int8",)
 TRANSCENDENTAL = {"Swish", "GELU", "LRN", "Sigmoid", "Softmax", "Mish", "TanH", "ELU", "SELU", "Exp", "Log", "Power"}
 PRICES = MAC_KINDS + ("shallow_outputs", "gemv_weight_bytes", "transcendental_bytes", "bytes", "cached_bytes", "layer")
 EXTRAS = ("shallow_outputs", "transcendental_bytes")  # on top of another price: 0 where no model shows them
-ROW_PARALLEL = {"LayerNorm", "Softmax", "Gemm", "MatMul", "MultiHeadAttention", "InnerProduct", "SDPA"}
+ROW_PARALLEL = {"LayerNorm", "Softmax", *MATRIX_TYPES}
 CACHE_BYTES = 512 * 1024  # default: the L2 of a Cortex-A53 cluster: a layer moving less stays in cache
 
 # what one unit of each price is, for people reading a profile
