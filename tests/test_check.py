@@ -68,6 +68,22 @@ def test_budget_inside_the_band_is_marginal(param, predicted_ms):
     assert r.rows[0]["verdict"] == "pass (marginal)" and r.exit_code() == 0
 
 
+def test_predicted_check_names_the_heaviest_layers(param, predicted_ms, run_cli):
+    from mobilize.devices.predictor import layer_breakdown
+
+    everything = layer_breakdown(load_profile("android-lowend").predictor, analyse(param))
+    assert sum(r["ms"] for r in everything) == pytest.approx(predicted_ms)  # the layers add up to the model
+    heaviest = max(everything, key=lambda r: r["ms"])
+    code, out, _ = run_cli("check", param, "--device", "android-lowend", "--json")
+    top = json.loads(out)["runtimes"]["ncnn"]["top_layers"]
+    assert len(top) == 5 and top[0]["name"] == heaviest["name"]
+    assert [r["ms"] for r in top] == sorted((r["ms"] for r in top), reverse=True)
+    assert top[0]["share"] == pytest.approx(heaviest["ms"] / predicted_ms, abs=1e-3)
+    code, out, _ = run_cli("check", param, "--device", "android-lowend")
+    assert "heaviest layers (ncnn, predicted on android-lowend):" in out
+    assert heaviest["name"] in out.split("heaviest layers")[1]
+
+
 def test_no_budget_is_a_report(param, run_cli):
     code, out, _ = run_cli("check", param, "--device", "android-lowend", "--json")
     assert code == 0 and json.loads(out)["verdict"] is None

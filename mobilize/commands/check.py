@@ -51,6 +51,9 @@ def run(args) -> int:
         for r in result.rows:
             if r.get("error"):
                 print(f"{r['runtime']}: {r['error']}")
+            if r.get("top_layers"):
+                print(f"\nheaviest layers ({r['runtime']}, predicted on {result.device}):")
+                print(layers_table(r["top_layers"]))
     return result.exit_code()
 
 
@@ -70,3 +73,11 @@ def check_table(result) -> str:
         fps = 1000.0 / r["latency_ms"] if r["latency_ms"] > 0 else None
         rows.append([result.device, r["runtime"], latency, f"{fps:.1f}" if fps else "-", budget, r.get("verdict", "-")])
     return table(rows, ["device", "runtime", "latency ms", "fps", "budget ms", "verdict"])
+
+
+def layers_table(layers) -> str:
+    from .._ui import table
+
+    rows = [[r["name"], r["type"], r["kind"], f"{r['macs'] / 1e6:.1f}", f"{r['ms']:.2f}", f"{100 * r['share']:.0f}%"]
+            for r in layers]
+    return table(rows, ["layer", "type", "priced as", "MMACs", "ms", "share"])

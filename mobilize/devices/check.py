@@ -47,7 +47,7 @@ class CheckResult:
     def to_dict(self) -> dict:
         runtimes = {}
         for r in self.rows:
-            runtimes[r["runtime"]] = {k: v for k, v in r.items() if k not in ("runtime", "ms", "breakdown")}
+            runtimes[r["runtime"]] = {k: v for k, v in r.items() if k not in ("runtime", "ms")}
         d = {"target": self.target, "device": self.device, "kind": self.kind, "budget_ms": self.budget_ms,
              "verdict": self.verdict, "runtimes": runtimes}
         return d
@@ -87,10 +87,12 @@ def predict_rows(profile: Profile, graph: Graph, top: int = 5) -> list[dict]:
     ms = predict_graph(profile.predictor, graph)
     band = profile.band
     layers = sorted(layer_breakdown(profile.predictor, graph), key=lambda r: -r["ms"])[:top]
+    for r in layers:
+        r["share"] = r["ms"] / ms if ms > 0 else 0.0
     return [{"runtime": "ncnn", "method": "predicted", "latency_ms": round(ms, 3),
              "low_ms": round(ms * math.exp(-band), 3), "high_ms": round(ms * math.exp(band), 3),
              "threads": profile.threads, "macs": graph.macs,
-             "breakdown": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in layers]}]
+             "top_layers": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in layers]}]
 
 
 def _host_rows(profile: Profile, target: Path, manifest: Manifest | None, graph_shapes, threads, runtimes,
