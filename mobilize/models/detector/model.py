@@ -12,15 +12,17 @@ input and output channels: the comparison the benchmark reports.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._shape import ShapeConfig
+
 
 @dataclass
-class DetectorConfig:
+class DetectorConfig(ShapeConfig):
     num_classes: int
     imgsz: int = 320
     width: float = 1.0  # backbone width multiplier
@@ -29,14 +31,6 @@ class DetectorConfig:
     reg_max: int = 7  # box sides are distributions over 0..reg_max strides (GFL)
     separable: bool = True
     strides: list[int] = field(default_factory=lambda: [8, 16, 32])
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DetectorConfig":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:

@@ -18,7 +18,7 @@ weights, elementwise ops and convolutions: what every converter handles.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,10 +26,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...data.blender import camera_directions
+from .._shape import ShapeConfig
 
 
 @dataclass
-class StudentShape:
+class StudentShape(ShapeConfig):
     """Everything that defines the student's graph (stored as `config["model"]`)."""
 
     height: int
@@ -44,14 +45,6 @@ class StudentShape:
     blocks: int = 8
     scale: int = 1
     up_channels: int = 32
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StudentShape":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @property
     def low_res(self) -> tuple[int, int, float]:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ...data.blender import camera_directions
+from .._shape import ShapeConfig
 from .field import HashField
 from .render import OccupancyGrid, Sampler, render_rays_inference
 
 
 @dataclass
-class TeacherShape:
+class TeacherShape(ShapeConfig):
     """What defines the teacher's tensors (stored in checkpoints as `config["model"]`)."""
 
     levels: int = 16
@@ -26,14 +27,6 @@ class TeacherShape:
     bound: float = 1.5
     grid_res: int = 64
     max_samples: int = 192
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TeacherShape":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Teacher(nn.Module):

@@ -12,11 +12,13 @@ BatchNorm, ReLU, Add, Mul, Sigmoid, Clip, Pow, ReduceMean, ReduceMax, MatMul, Sq
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .._shape import ShapeConfig
 
 # (output channels at width 1.0, stride) after the stem; MobileNetV1's 13 blocks
 _LAYOUT = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1),
@@ -27,7 +29,7 @@ IMAGE_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
-class NetConfig:
+class NetConfig(ShapeConfig):
     """What the checkpoint records to rebuild the network (plain data)."""
 
     width: float = 0.75
@@ -36,14 +38,6 @@ class NetConfig:
     gem_p: float = 3.0
     input_size: int = 224
     stem: int = 32
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "NetConfig":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def _ch(c: float, width: float) -> int:
