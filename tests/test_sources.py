@@ -104,3 +104,20 @@ def test_checkpoint_source_through_the_family_registry(tmp_path):
         assert np.abs(p.run([x])[0] - ref).max() < 1e-5
     with open_predictor(ckpt) as p:
         assert p.kind == "torch" and np.abs(p.predict(x)[0] - ref).max() < 1e-6
+
+
+@pytest.mark.parametrize("module, cls, required", [
+    ("mobilize.models.detector.model", "DetectorConfig", {"num_classes": 3}),
+    ("mobilize.models.retrieval.model", "NetConfig", {}),
+    ("mobilize.models.nelf.model", "StudentShape", {"height": 8, "width": 8, "focal": 10.0, "near": 2.0, "far": 6.0}),
+    ("mobilize.models.nerf.model", "TeacherShape", {}),
+])
+def test_shape_configs_round_trip_and_ignore_unknown_keys(module, cls, required):
+    """A checkpoint's network shape reads back equal, and one written with a key this version
+    does not know (a newer mobilize) still loads."""
+    import importlib
+
+    shape_cls = getattr(importlib.import_module(module), cls)
+    shape = shape_cls(**required)
+    assert shape_cls.from_dict(shape.to_dict()) == shape
+    assert shape_cls.from_dict({**shape.to_dict(), "added_in_a_later_version": 1}) == shape
