@@ -57,6 +57,7 @@ ROWS["final-160"] = FINAL_160  # the same at 160 px (the committed checkpoint un
 ROWS["final-40ep"] = dict(FINAL_160, epochs=40)  # 160 px, a third of the schedule
 ROWS["final-40ep-no-erasing"] = dict(FINAL_160, epochs=40, random_erasing=0.0)  # does erasing help on a longer schedule?
 ROWS["final-40ep-width-0.75"] = dict(FINAL_160, epochs=40, width=0.75)  # does a wider backbone help?
+ROWS["final-width-0.75-80ep"] = dict(FINAL, epochs=80, width=0.75)  # 224 px, wider, in the wall time of "final"
 
 
 def train_row(name: str, threads: int) -> None:
@@ -191,7 +192,7 @@ def report(args) -> int:
             result["attention"].append({"attention": label, "run": run, **m})
             print("attention", label, m, flush=True)
 
-    for run in (r for r in ROWS if r.startswith("final-")):  # the kept recipe at 160 px, at 40 and 120 epochs
+    for run in (r for r in ROWS if r.startswith("final-")):  # the kept recipe's variants: size, schedule, width
         ckpt = RUNS / run / "model.pt"
         if ckpt.exists():
             m = _evaluate(ckpt, threads=threads)

@@ -32,7 +32,7 @@ IMAGE_STD = (0.229, 0.224, 0.225)
 class NetConfig(ShapeConfig):
     """What the checkpoint records to rebuild the network (plain data)."""
 
-    width: float = 0.75
+    width: float = 0.5
     embedding_dim: int = 128
     attention: str = "spatial"
     gem_p: float = 3.0

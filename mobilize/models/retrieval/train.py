@@ -47,7 +47,7 @@ class TrainConfig:
     train_size: int = field(default=0, metadata={
         "help": "side of the training crops (0: --input-size); smaller is faster, and random-resized crops "
                 "make objects look larger in training than at test time, so a larger test size helps (FixRes)"})
-    width: float = field(default=0.75, metadata={"help": "backbone width multiplier"})
+    width: float = field(default=0.5, metadata={"help": "backbone width multiplier (0.5: 0.89 M parameters; 0.75: 1.92 M)"})
     embedding_dim: int = field(default=128, metadata={"help": "embedding dimension D"})
     attention: str = field(default="spatial", metadata={"help": "attention on the last feature map",
                                                          "choices": ["none", "spatial", "channel"]})
