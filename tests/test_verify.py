@@ -54,3 +54,30 @@ def test_compare_aggregates_samples_and_outputs():
     assert p["samples"] == 2 and not p["passed"]
     assert [o["passed"] for o in p["outputs"]] == [False, True]
     assert p["outputs"][0]["max_abs_err"] == pytest.approx(0.5)
+
+
+def test_a_variant_that_misses_its_bound_is_named_under_the_export_table():
+    """tflite's fp16 by-product can fail where the fp32 model passes: the summary says which file
+    and by how much, and which model to ship instead."""
+    import io
+
+    from mobilize.commands._output import print_export_summary
+    from mobilize.manifest import Manifest, TargetRecord
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((1, 3, 8, 8)).astype(np.float32)
+    fp32 = compare([[ref]], [[ref + 1e-6]], ["image"], "fp32")
+    fp16 = compare([[ref]], [[ref + 0.05]], ["image"], "fp16")
+    assert fp32["passed"] and not fp16["passed"]
+    rec = TargetRecord(precision="fp32", io={"model": "model.tflite"}, parity=fp32,
+                       variants={"fp16": {"files": [{"path": "model_fp16.tflite", "bytes": 10, "sha256": ""}],
+                                          "io": {"model": "model_fp16.tflite"}, "precision": "fp16", "parity": fp16}})
+    out = io.StringIO()
+    print_export_summary(Manifest(name="m", source={}, inputs=[], outputs=[], targets={"tflite": rec}), out)
+    bound = fp16["outputs"][0]["abs_bound"]
+    assert (f"tflite (fp16): model_fp16.tflite fails fp16 parity ('image' max abs err 0.05 > bound {bound:.3g}); "
+            "use model.tflite, which passed") in out.getvalue()
+    out = io.StringIO()
+    rec.variants["fp16"]["parity"] = fp32
+    print_export_summary(Manifest(name="m", source={}, inputs=[], outputs=[], targets={"tflite": rec}), out)
+    assert "fails" not in out.getvalue()

@@ -53,5 +53,28 @@ def print_export_summary(manifest, stream=None) -> None:
     for name, t in manifest.targets.items():
         if t.error:
             print(f"{name} {t.status}: {t.error}", file=stream)
+        for line in failed_variant_notes(name, t):
+            print(line, file=stream)
     if manifest.location:
         print(f"artifact: {manifest.location}", file=stream)
+
+
+def failed_variant_notes(name: str, target) -> list[str]:
+    """One line per by-product variant (tflite's fp16 file) that missed its parity bound: it stays
+    in the artifact for inspection, but it is not the target's model."""
+    lines = []
+    for vname, v in target.variants.items():
+        p = v.get("parity")
+        if not p or p["passed"]:
+            continue
+        bad = next((o for o in p.get("outputs", []) if not o.get("passed", True)), None)
+        why = "failed verification"
+        if bad and "abs_bound" in bad and bad.get("max_abs_err", 0) > bad["abs_bound"]:
+            why = f"'{bad['name']}' max abs err {bad['max_abs_err']:.3g} > bound {bad['abs_bound']:.3g}"
+        elif bad and "cosine" in bad:
+            why = f"'{bad['name']}' cosine {bad['cosine']:.6f} < {p['tolerance']['min_cosine']}"
+        files = ", ".join(f["path"] for f in v["files"])
+        advice = (f"use {target.io['model']}, which passed" if target.parity and target.parity.get("passed")
+                  and target.io else "do not ship it")
+        lines.append(f"{name} ({vname}): {files} fails {v['precision']} parity ({why}); {advice}")
+    return lines
