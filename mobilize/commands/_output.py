@@ -44,7 +44,9 @@ def verification_table(manifest) -> str:
             vsize = sum(f["bytes"] for f in v["files"])
             rows.append([f"  {name} ({vname})", "ok", v["precision"], human_bytes(vsize), vw.get("max_abs_err"),
                          vw.get("max_rel_err"), vw.get("cosine"), "-" if p is None else ("pass" if p["passed"] else "FAIL")])
-    return table(rows, ["target", "status", "precision", "size", "max abs err", "max rel err", "cosine", "parity"])
+    text = table(rows, ["target", "status", "precision", "size", "max abs err", "max rel err", "cosine", "parity"])
+    notes = [line for name, t in manifest.targets.items() for line in failed_variant_notes(name, t)]
+    return "\n".join([text, *notes])
 
 
 def print_export_summary(manifest, stream=None) -> None:
@@ -53,8 +55,6 @@ def print_export_summary(manifest, stream=None) -> None:
     for name, t in manifest.targets.items():
         if t.error:
             print(f"{name} {t.status}: {t.error}", file=stream)
-        for line in failed_variant_notes(name, t):
-            print(line, file=stream)
     if manifest.location:
         print(f"artifact: {manifest.location}", file=stream)
 
