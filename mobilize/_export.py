@@ -30,7 +30,7 @@ from .manifest import FAILED, OK, UNSUPPORTED, FileRecord, Manifest, TargetRecor
 from .runtimes import get_runtime
 from .sources import load_source
 from .spec import ModelSpec, sha256_file
-from .verify import compare, worst
+from .verify import compare, failure, worst
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -158,7 +158,7 @@ def _export_target(target, ctx, stage, inputs, references, verify, threads, log,
                                           "io": v["io"], "precision": v["precision"], "parity": parity}
             if not record.parity["passed"]:
                 record.status, record.error_kind = FAILED, "parity"
-                record.error = _parity_error(target, record.parity)
+                record.error = failure(record.parity)
         else:
             for vname, v in result.variants.items():
                 record.variants[vname] = {"files": [_file_record(stage, f).__dict__ for f in v["files"]],
@@ -204,15 +204,6 @@ def _verify(target, stage, record, spec, inputs, references, threads) -> dict:
     finally:
         session.close()
     return compare(references, got, [t.name for t in spec.outputs], record.precision or "fp32")
-
-
-def _parity_error(target: str, parity: dict) -> str:
-    bad = [o for o in parity["outputs"] if not o["passed"]]
-    o = bad[0]
-    if "error" in o:
-        return f"output {o['name']}: {o['error']}"
-    return (f"output {o['name']} differs from the reference: max abs err {o['max_abs_err']:.3g} "
-            f"(bound {o['abs_bound']:.3g}), cosine {o['cosine']:.6f}")
 
 
 def _file_record(stage: Path, rel: str) -> FileRecord:

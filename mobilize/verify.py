@@ -103,3 +103,12 @@ def worst(parity: dict) -> dict:
         "max_rel_err": max((o.get("max_rel_err", float("inf")) for o in outs), default=0.0),
         "cosine": min((o.get("cosine", 0.0) for o in outs), default=1.0),
     }
+
+
+def failure(parity: dict) -> str:
+    """One line on the first output that missed its bound (for an error message or a note)."""
+    o = next(o for o in parity["outputs"] if not o["passed"])
+    if "error" in o:
+        return f"output {o['name']}: {o['error']}"
+    return (f"output {o['name']} differs from the reference: max abs err {o['max_abs_err']:.3g} "
+            f"(bound {o['abs_bound']:.3g}), cosine {o['cosine']:.6f}")

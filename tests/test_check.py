@@ -75,11 +75,13 @@ def test_predicted_check_names_the_heaviest_layers(param, predicted_ms, run_cli)
     assert sum(r["ms"] for r in everything) == pytest.approx(predicted_ms)  # the layers add up to the model
     heaviest = max(everything, key=lambda r: r["ms"])
     code, out, _ = run_cli("check", param, "--device", "android-lowend", "--json")
+    assert code == 0
     top = json.loads(out)["runtimes"]["ncnn"]["top_layers"]
     assert len(top) == 5 and top[0]["name"] == heaviest["name"]
     assert [r["ms"] for r in top] == sorted((r["ms"] for r in top), reverse=True)
     assert top[0]["share"] == pytest.approx(heaviest["ms"] / predicted_ms, abs=1e-3)
     code, out, _ = run_cli("check", param, "--device", "android-lowend")
+    assert code == 0
     assert "heaviest layers (ncnn, predicted on android-lowend):" in out
     assert heaviest["name"] in out.split("heaviest layers")[1]
 

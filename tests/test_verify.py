@@ -74,8 +74,9 @@ def test_a_variant_that_misses_its_bound_is_named_under_the_export_table():
                                           "io": {"model": "model_fp16.tflite"}, "precision": "fp16", "parity": fp16}})
     out = io.StringIO()
     print_export_summary(Manifest(name="m", source={}, inputs=[], outputs=[], targets={"tflite": rec}), out)
-    bound = fp16["outputs"][0]["abs_bound"]
-    assert (f"tflite (fp16): model_fp16.tflite fails fp16 parity ('image' max abs err 0.05 > bound {bound:.3g}); "
+    o = fp16["outputs"][0]
+    assert (f"tflite (fp16): model_fp16.tflite fails fp16 parity (output image differs from the reference: "
+            f"max abs err 0.05 (bound {o['abs_bound']:.3g}), cosine {o['cosine']:.6f}); "
             "use model.tflite, which passed") in out.getvalue()
     out = io.StringIO()
     rec.variants["fp16"]["parity"] = fp32

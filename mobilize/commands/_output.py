@@ -7,7 +7,7 @@ import json
 import sys
 
 from .._ui import human_bytes, table
-from ..verify import worst
+from ..verify import failure, worst
 
 
 def add_output_options(p) -> None:
@@ -67,14 +67,8 @@ def failed_variant_notes(name: str, target) -> list[str]:
         p = v.get("parity")
         if not p or p["passed"]:
             continue
-        bad = next((o for o in p.get("outputs", []) if not o.get("passed", True)), None)
-        why = "failed verification"
-        if bad and "abs_bound" in bad and bad.get("max_abs_err", 0) > bad["abs_bound"]:
-            why = f"'{bad['name']}' max abs err {bad['max_abs_err']:.3g} > bound {bad['abs_bound']:.3g}"
-        elif bad and "cosine" in bad:
-            why = f"'{bad['name']}' cosine {bad['cosine']:.6f} < {p['tolerance']['min_cosine']}"
         files = ", ".join(f["path"] for f in v["files"])
         advice = (f"use {target.io['model']}, which passed" if target.parity and target.parity.get("passed")
                   and target.io else "do not ship it")
-        lines.append(f"{name} ({vname}): {files} fails {v['precision']} parity ({why}); {advice}")
+        lines.append(f"{name} ({vname}): {files} fails {v['precision']} parity ({failure(p)}); {advice}")
     return lines
