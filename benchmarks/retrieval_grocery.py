@@ -14,8 +14,9 @@ Rows (ablation rows share a short schedule; "final" is the longer run of the kep
     (rerank)     5  + k-reciprocal re-ranking at query time (evaluation of row 4's model)
     mutual       6  + deep mutual learning (two students, one deployed)
     att-none / att-channel: row 4 without attention / with channel instead of spatial attention
-    final        the kept recipe, longer schedule, 224 px: the committed checkpoint
-    final-160    the same at 160 px; final-40ep*: 160 px, 40 epochs, one change each
+    final        the kept recipe, longer schedule, 224 px, last stride 1: the committed checkpoint
+    final-last-stride-2   the same with MobileNet's last stride; final-160: that at 160 px
+    final-40ep*  160 px, last stride 2, 40 epochs, one change each
 
 Runs go to runs/retrieval-grocery/ROW (git-ignored); results to
 benchmarks/results/retrieval-grocery.json; the final checkpoint to
@@ -39,7 +40,7 @@ DATA = Path(os.environ.get("GROCERY", REPO.parent / "shared" / "data" / "grocery
 RUNS = REPO / "runs" / "retrieval-grocery"
 RESULTS = REPO / "benchmarks" / "results"
 
-SHORT = dict(width=0.5, train_size=96, input_size=128, epochs=15)
+SHORT = dict(width=0.5, train_size=96, input_size=128, epochs=15, last_stride=2)
 ROWS = {
     "softmax": dict(SHORT, head="softmax", triplet_weight=0.0, random_erasing=0.0),
     "arcface": dict(SHORT, head="arcface", triplet_weight=0.0, random_erasing=0.0),
@@ -50,14 +51,16 @@ ROWS = {
     "att-channel": dict(SHORT, head="arcface", triplet_weight=1.0, random_erasing=0.5, attention="channel"),
 }
 FINAL_160 = dict(width=0.5, train_size=128, input_size=160, epochs=120, head="arcface", triplet_weight=1.0,
-                 random_erasing=0.5)
-FINAL = dict(FINAL_160, train_size=192, input_size=224)  # the committed checkpoint
+                 random_erasing=0.5, last_stride=2)
+FINAL = dict(FINAL_160, train_size=192, input_size=224, last_stride=1)  # the committed checkpoint
 ROWS["final"] = FINAL
-ROWS["final-160"] = FINAL_160  # the same at 160 px (the committed checkpoint until 2026-11-21)
+ROWS["final-last-stride-2"] = dict(FINAL, last_stride=2)  # MobileNet's last stride (committed until 2026-11-21, 2nd change)
+ROWS["final-160"] = FINAL_160  # 160 px, last stride 2 (the committed checkpoint until 2026-11-21)
 ROWS["final-40ep"] = dict(FINAL_160, epochs=40)  # 160 px, a third of the schedule
 ROWS["final-40ep-no-erasing"] = dict(FINAL_160, epochs=40, random_erasing=0.0)  # does erasing help on a longer schedule?
 ROWS["final-40ep-width-0.75"] = dict(FINAL_160, epochs=40, width=0.75)  # does a wider backbone help?
-ROWS["final-width-0.75-80ep"] = dict(FINAL, epochs=80, width=0.75)  # 224 px, wider, in the wall time of "final"
+ROWS["final-width-0.75-80ep"] = dict(FINAL, epochs=80, width=0.75, last_stride=2)  # wider, in the wall time of "final-last-stride-2"
+ROWS["final-40ep-last-stride-1"] = dict(FINAL_160, epochs=40, last_stride=1)  # a finer last feature map, short schedule
 
 
 def train_row(name: str, threads: int) -> None:

@@ -48,6 +48,21 @@ def test_training_steps_decrease_the_loss(trained):
     assert (out / "last.pt").exists() and json.loads((out / "history.json").read_text()) == summary["history"]
 
 
+def test_last_stride_one_pools_a_map_twice_as_fine_with_the_same_weights():
+    from mobilize.models.retrieval.model import NetConfig, build_net, count_parameters
+
+    torch.manual_seed(0)
+    coarse, fine = (build_net(NetConfig(width=0.25, input_size=64, last_stride=s)).eval() for s in (2, 1))
+    x = torch.randn(2, 3, 64, 64)
+    assert tuple(coarse.backbone(x).shape[-2:]) == (2, 2) and tuple(fine.backbone(x).shape[-2:]) == (4, 4)
+    assert count_parameters(fine) == count_parameters(coarse)
+    fine.load_state_dict(coarse.state_dict())  # the same tensors: only the stride differs
+    assert not torch.allclose(fine(x), coarse(x))
+    # a checkpoint written before the option existed rebuilds the network it was trained as
+    old = {k: v for k, v in coarse.cfg.to_dict().items() if k != "last_stride"}
+    assert NetConfig.from_dict(old).last_stride == 2
+
+
 def test_resume_continues_the_same_run(products, tmp_path):
     out = tmp_path / "run"
     first = train(TrainConfig(data=str(products), out=str(out), epochs=1, **TINY))

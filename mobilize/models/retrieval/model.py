@@ -38,6 +38,9 @@ class NetConfig(ShapeConfig):
     gem_p: float = 3.0
     input_size: int = 224
     stem: int = 32
+    # 1 keeps the last stage at twice the resolution ("last stride 1", Luo et al. 2019); 2 here, so
+    # checkpoints written before the option rebuild as trained (training's default is 1)
+    last_stride: int = 2
 
 
 def _ch(c: float, width: float) -> int:
@@ -65,11 +68,13 @@ class DepthwiseSeparable(nn.Module):
 
 
 class Backbone(nn.Module):
-    def __init__(self, width: float = 1.0, stem: int = 32):
+    def __init__(self, width: float = 1.0, stem: int = 32, last_stride: int = 2):
         super().__init__()
         c = _ch(stem, width)
         layers: list[nn.Module] = [conv_bn_relu(3, c, 3, 2)]
-        for cout, s in _LAYOUT:
+        strides = [s for _, s in _LAYOUT]
+        strides[max(i for i, s in enumerate(strides) if s == 2)] = last_stride
+        for (cout, _), s in zip(_LAYOUT, strides):
             cout = _ch(cout, width)
             layers.append(DepthwiseSeparable(c, cout, s))
             c = cout
@@ -135,7 +140,7 @@ class EmbeddingNet(nn.Module):
         if cfg.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, not {cfg.attention!r}")
         self.cfg = cfg
-        self.backbone = Backbone(cfg.width, cfg.stem)
+        self.backbone = Backbone(cfg.width, cfg.stem, cfg.last_stride)
         c = self.backbone.out_channels
         self.attention = {"none": nn.Identity(), "spatial": SpatialAttention(),
                           "channel": ChannelAttention(c)}[cfg.attention]
