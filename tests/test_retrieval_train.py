@@ -66,6 +66,8 @@ def test_last_stride_one_pools_a_map_twice_as_fine_with_the_same_weights():
 def test_resume_continues_the_same_run(products, tmp_path):
     out = tmp_path / "run"
     first = train(TrainConfig(data=str(products), out=str(out), epochs=1, **TINY))
+    with pytest.raises(BadInput, match="--last-stride is 1 or 2"):  # the Python API checks what argparse would
+        train(TrainConfig(data=str(products), out=str(tmp_path / "odd"), epochs=1, **TINY, last_stride=3))
     with pytest.raises(BadInput, match="--resume"):
         train(TrainConfig(data=str(products), out=str(out), epochs=2, **TINY))
     resumed = train(TrainConfig(data=str(products), out=str(out), epochs=2, resume=True, **TINY))

@@ -82,6 +82,7 @@ class TrainConfig:
             (self.input_size >= 32, "--input-size must be at least 32"),
             (self.train_size == 0 or self.train_size >= 32, "--train-size must be 0 or at least 32"),
             (self.width > 0, "--width must be positive"),
+            (self.last_stride in (1, 2), "--last-stride is 1 or 2"),
             (self.embedding_dim >= 2, "--embedding-dim must be at least 2"),
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.classes_per_batch >= 2, "--classes-per-batch must be at least 2"),
