@@ -176,3 +176,19 @@ def test_two_processes_under_torchrun(products, tmp_path):
     assert a["step"] == b["step"] == 5  # ceil(54 images / (4 x 3))
     assert np.isfinite(b["history"][0]["loss"])
     assert a["model"].keys() == b["model"].keys()
+
+
+@pytest.mark.slow
+def test_committed_grocery_checkpoint_retrieves_as_reported(shared_data, run_cli):
+    """The checkpoint in benchmarks/results rebuilds as trained and scores what the report says."""
+    from conftest import REPO
+
+    report = json.loads((REPO / "benchmarks/results/retrieval-grocery.json").read_text())["final"]["pytorch"]
+    code, out, err = run_cli("eval", REPO / "benchmarks/results/retrieval-grocery.pt", "--data",
+                             shared_data / "grocery", "--query", "val", "--gallery", "train,catalog",
+                             "--json", "--quiet")
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["recall@1"] >= 0.68  # the 0.85 goal is not met (docs/retrieval.md); this guards what is
+    for key in ("recall@1", "recall@5", "map@r"):
+        assert m[key] == pytest.approx(report[key], abs=0.004), key  # one query is 0.0034
