@@ -72,11 +72,10 @@ class Backbone(nn.Module):
         super().__init__()
         c = _ch(stem, width)
         layers: list[nn.Module] = [conv_bn_relu(3, c, 3, 2)]
-        strides = [s for _, s in _LAYOUT]
-        strides[max(i for i, s in enumerate(strides) if s == 2)] = last_stride
-        for (cout, _), s in zip(_LAYOUT, strides):
+        last_stage = max(i for i, (_, s) in enumerate(_LAYOUT) if s == 2)  # the block entering the last stage
+        for i, (cout, s) in enumerate(_LAYOUT):
             cout = _ch(cout, width)
-            layers.append(DepthwiseSeparable(c, cout, s))
+            layers.append(DepthwiseSeparable(c, cout, last_stride if i == last_stage else s))
             c = cout
         self.features = nn.Sequential(*layers)
         self.out_channels = c
