@@ -4,6 +4,7 @@ Queries: val/ photos. Gallery: train/ photos + catalog/ iconic images. No pretra
 
     python benchmarks/retrieval_grocery.py train ROW [ROW...]   # train rows (skips finished ones)
     python benchmarks/retrieval_grocery.py report               # evaluate, export, time -> JSON
+    python benchmarks/retrieval_grocery.py errors               # where the committed model misses
 
 Rows (ablation rows share a short schedule; "final" is the longer run of the kept recipe):
 
@@ -16,7 +17,8 @@ Rows (ablation rows share a short schedule; "final" is the longer run of the kep
     att-none / att-channel: row 4 without attention / with channel instead of spatial attention
     final        the kept recipe, longer schedule, 224 px, last stride 1: the committed checkpoint
     final-last-stride-2   the same with MobileNet's last stride; final-160: that at 160 px
-    final-40ep*  160 px, last stride 2, 40 epochs, one change each
+    final-40ep*  160 px, 40 epochs, one change each: against final-40ep (last stride 2) up to
+                 final-40ep-last-stride-1, against final-40ep-last-stride-1 after it
 
 Runs go to runs/retrieval-grocery/ROW (git-ignored); results to
 benchmarks/results/retrieval-grocery.json; the final checkpoint to
@@ -61,6 +63,12 @@ ROWS["final-40ep-no-erasing"] = dict(FINAL_160, epochs=40, random_erasing=0.0)  
 ROWS["final-40ep-width-0.75"] = dict(FINAL_160, epochs=40, width=0.75)  # does a wider backbone help?
 ROWS["final-width-0.75-80ep"] = dict(FINAL, epochs=80, width=0.75, last_stride=2)  # wider, in the wall time of "final-last-stride-2"
 ROWS["final-40ep-last-stride-1"] = dict(FINAL_160, epochs=40, last_stride=1)  # a finer last feature map, short schedule
+ROWS["final-40ep-crop-0.15"] = dict(FINAL_160, epochs=40, last_stride=1, crop_area=0.15)  # smaller crops: less shelf context
+ROWS["final-40ep-colour-cast"] = dict(FINAL_160, epochs=40, last_stride=1, colour_cast=0.15)  # another shop's lighting
+ROWS["final-40ep-crop-0.08"] = dict(FINAL_160, epochs=40, last_stride=1, crop_area=0.08)  # ImageNet's smallest crop
+ROWS["final-40ep-arcface-s64-m0.5"] = dict(FINAL_160, epochs=40, last_stride=1, arcface_scale=64.0, arcface_margin=0.5)  # InsightFace's s, m
+ROWS["final-40ep-arcface-m0.15"] = dict(FINAL_160, epochs=40, last_stride=1, arcface_margin=0.15)  # a softer margin
+ROWS["final-40ep-wd-0.2"] = dict(FINAL_160, epochs=40, last_stride=1, weight_decay=0.2)  # stronger weight decay
 
 
 def train_row(name: str, threads: int) -> None:
@@ -252,6 +260,65 @@ def report(args) -> int:
     return 0
 
 
+ENSEMBLE = ("final", "final-last-stride-2", "final-width-0.75-80ep")  # the 224 px models of the kept recipe
+
+
+def errors(args) -> int:
+    """Where the committed model misses (which classes, confused with what), and whether the other
+    224 px models miss the same queries: an ensemble, or distilling one, only helps if they do not."""
+    from collections import Counter
+
+    import numpy as np
+
+    from mobilize.data.retrieval import read_split, read_splits
+    from mobilize.models.retrieval.evaluate import coarse_classes, embed_files
+    from mobilize.models.retrieval.metrics import embedding_metrics
+    from mobilize.runtimes import open_predictor
+
+    queries, gallery = read_split(DATA, "val"), read_splits(DATA, "train,catalog", optional=("catalog",))
+    names = gallery.classes + sorted(set(queries.labels) - set(gallery.classes))
+    ql, gl = queries.label_ids(names), gallery.label_ids(names)
+    coarse = coarse_classes(DATA)
+    emb, out = {}, {"runs": {}, "ensembles": []}
+    for run in ENSEMBLE:
+        if (RUNS / run / "model.pt").exists():
+            with open_predictor(str(RUNS / run / "model.pt"), None, threads=args.threads) as p:
+                emb[run] = tuple(embed_files(p, s.paths)[0] for s in (queries, gallery))
+
+    def summary(q, g):
+        m = embedding_metrics(q, ql, g, gl)
+        return {k: round(m[k], 4) for k in ("recall@1", "recall@5", "map@r")}, (q @ g.T).argmax(1)
+
+    missed = {}
+    for run, (q, g) in emb.items():
+        m, top = summary(q, g)
+        missed[run] = gl[top] != ql
+        out["runs"][run] = {**m, "misses": int(missed[run].sum())}
+        if run == "final":
+            wrong = np.flatnonzero(missed[run])
+            got = [names[gl[top[i]]] for i in wrong]
+            truth = [names[ql[i]] for i in wrong]
+            per_class, total = Counter(truth), Counter(names[i] for i in ql)
+            out["final_misses"] = {
+                "queries": len(ql), "misses": len(wrong),
+                "same_coarse_class": sum(coarse.get(a) == coarse.get(b) for a, b in zip(truth, got)),
+                "nearest_is_catalog": int(sum(gallery.splits[top[i]] == "catalog" for i in wrong)),
+                "classes_missed_on_every_query": sorted(c for c in per_class if per_class[c] == total[c]),
+                "top_confusions": [[a, b, n] for (a, b), n in Counter(zip(truth, got)).most_common(8)]}
+    for run in emb:
+        if run != "final" and "final" in missed:
+            out["runs"][run]["also_missed_by_final"] = int((missed[run] & missed["final"]).sum())
+    runs = list(emb)
+    for n in range(2, len(runs) + 1):  # concatenated unit embeddings: the mean of the models' cosines
+        q, g = (np.concatenate([emb[r][i] for r in runs[:n]], 1) / np.sqrt(n) for i in (0, 1))
+        m, _ = summary(q, g)
+        out["ensembles"].append({"runs": runs[:n], **m})
+    path = RESULTS / "retrieval-grocery-errors.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -260,6 +327,8 @@ def main(argv=None) -> int:
     t.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("report")
     r.add_argument("--threads", type=int, default=1)
+    e = sub.add_parser("errors")
+    e.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     if not DATA.is_dir():
         print(f"grocery data not found at {DATA} (set GROCERY=...)", file=sys.stderr)
@@ -268,7 +337,7 @@ def main(argv=None) -> int:
         for row in args.rows:
             train_row(row, args.threads)
         return 0
-    return report(args)
+    return report(args) if args.cmd == "report" else errors(args)
 
 
 if __name__ == "__main__":

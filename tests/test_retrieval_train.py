@@ -65,6 +65,25 @@ def test_last_stride_one_pools_a_map_twice_as_fine_with_the_same_weights():
         TrainConfig(data="d", out="o", last_stride=3).validate()
 
 
+def test_colour_cast_gains_each_channel_within_its_spread_and_off_changes_nothing():
+    from mobilize.data.retrieval import Augment, augment_batch
+
+    still = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False, brightness=0, contrast=0, saturation=0, erasing=0)
+    grey = torch.full((64, 3, 8, 8), 0.5)
+    off = augment_batch(grey, Augment(**still), torch.Generator().manual_seed(0))
+    assert torch.allclose(off, grey, atol=1e-6)
+    cast = augment_batch(grey, Augment(**still, colour_cast=0.2), torch.Generator().manual_seed(0))
+    gains = cast.mean((2, 3)) / 0.5  # [64, 3]: one gain per image and channel, flat over the image
+    assert torch.allclose(cast, (0.5 * gains)[:, :, None, None].expand_as(cast), atol=1e-6)
+    assert gains.min() >= 0.8 - 1e-6 and gains.max() <= 1.2 + 1e-6
+    assert gains.max() - gains.min() > 0.3  # spread over the range, not one gain
+    assert (gains[:, 0] - gains[:, 1]).abs().max() > 0.1  # channels differ: a cast, not brightness
+    for bad, msg in ((dict(colour_cast=1.0), "--colour-cast is a gain spread in"),
+                     (dict(crop_area=0.0), "--crop-area is a fraction of the image area")):
+        with pytest.raises(BadInput, match=msg):
+            TrainConfig(data="d", out="o", **bad).validate()
+
+
 def test_resume_continues_the_same_run(products, tmp_path):
     out = tmp_path / "run"
     first = train(TrainConfig(data=str(products), out=str(out), epochs=1, **TINY))

@@ -177,6 +177,7 @@ class Augment:
     brightness: float = 0.25
     contrast: float = 0.25
     saturation: float = 0.2
+    colour_cast: float = 0.0  # per-channel gain in [1 - c, 1 + c]: another shop's lighting or white balance
     erasing: float = 0.5  # probability of random erasing per image (Zhong et al. 2020)
     erasing_area: tuple[float, float] = (0.02, 0.3)
 
@@ -227,7 +228,10 @@ def augment_batch(x, aug: Augment, generator, rows=None, total: int | None = Non
     grid = F.affine_grid(theta, (n, 3, h, w), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
-    # colour: brightness, contrast, saturation (no hue: colour tells apart Granny Smith and Golden)
+    # colour: cast, brightness, contrast, saturation (no hue: colour tells apart Granny Smith and Golden)
+    if aug.colour_cast > 0:  # drawn only when on, so runs without it keep their random stream
+        gains = [uniform(1 - aug.colour_cast, 1 + aug.colour_cast) for _ in range(3)]
+        x = x * torch.stack(gains, 1).view(n, 3, 1, 1)
     b = uniform(1 - aug.brightness, 1 + aug.brightness).view(n, 1, 1, 1)
     c = uniform(1 - aug.contrast, 1 + aug.contrast).view(n, 1, 1, 1)
     s = uniform(1 - aug.saturation, 1 + aug.saturation).view(n, 1, 1, 1)

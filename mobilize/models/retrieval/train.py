@@ -61,6 +61,11 @@ class TrainConfig:
     triplet_weight: float = field(default=1.0, metadata={"help": "weight of the batch-hard triplet loss (0: off)"})
     triplet_margin: float = field(default=0.3, metadata={"help": "triplet margin (Euclidean, unit sphere)"})
     random_erasing: float = field(default=0.0, metadata={"help": "probability of random erasing per image (0: off, the default: it did not help on Grocery)"})
+    crop_area: float = field(default=0.35, metadata={
+        "help": "smallest random crop, as a fraction of the image area (random-resized crops: smaller crops "
+                "show less of the shelf around a product)"})
+    colour_cast: float = field(default=0.0, metadata={
+        "help": "random per-channel gain in [1 - c, 1 + c] (0: off): shops light their shelves differently"})
     mutual: bool = field(default=False, metadata={"help": "deep mutual learning with a second student"})
     mutual_weight: float = field(default=1.0, metadata={"help": "weight of the mutual KL term"})
     mutual_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the mutual KL term"})
@@ -89,6 +94,8 @@ class TrainConfig:
             (self.samples_per_class >= 2, "--samples-per-class must be at least 2 (triplets need positives)"),
             (self.lr > 0, "--lr must be positive"),
             (0 <= self.random_erasing <= 1, "--random-erasing is a probability in [0, 1]"),
+            (0 <= self.colour_cast < 1, "--colour-cast is a gain spread in [0, 1)"),
+            (0 < self.crop_area <= 1, "--crop-area is a fraction of the image area, in (0, 1]"),
             (0 <= self.arcface_margin < math.pi / 2, "--arcface-margin is in radians, in [0, pi/2)"),
             (self.arcface_scale > 0, "--arcface-scale must be positive"),
             (self.triplet_weight >= 0, "--triplet-weight must be >= 0"),
@@ -235,7 +242,7 @@ def train(config: TrainConfig, reporter=None) -> dict:
         rows = sampler.rows_for(env.rank, env.world_size) if env.distributed else None
         total_steps = cfg.epochs * sampler.batches_per_epoch
         warmup = int(cfg.warmup_epochs * sampler.batches_per_epoch)
-        aug = Augment(erasing=cfg.random_erasing)
+        aug = Augment(scale=(cfg.crop_area, 1.0), colour_cast=cfg.colour_cast, erasing=cfg.random_erasing)
         mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
         labels_t = torch.from_numpy(labels)
