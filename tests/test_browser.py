@@ -37,19 +37,23 @@ def artifact(tmp_path_factory):
 
 
 def test_harness_runs_both_runtimes_and_throttling_slows_them(artifact):
-    rows = measure_artifact(artifact, ["tfjs-wasm", "onnx"], throttle=[1, 8], warmup=2, runs=12, max_seconds=15)
+    rows = measure_artifact(artifact, ["tfjs-wasm", "onnx"], throttle=[1, 8], warmup=2, runs=24, max_seconds=15)
     by = {(r["runtime"], r["throttle"]): r for r in rows}
     assert set(by) == {("tfjs-wasm", 1.0), ("tfjs-wasm", 8.0), ("onnxruntime-web", 1.0), ("onnxruntime-web", 8.0)}
     for r in rows:
         assert "error" not in r, r
-        assert r["runs"] == 12 and len(r["ms"]) == 12
+        assert r["runs"] == 24 and len(r["ms"]) == 24
         assert 0 < r["min_ms"] <= r["latency_ms"] <= r["p90_ms"]
         assert r["load_ms"] > 0 and r["first_ms"] > 0
     assert by[("tfjs-wasm", 1.0)]["backend"] == "wasm"
     assert by[("tfjs-wasm", 1.0)]["memory"]["num_tensors"] > 0  # the weights, held by tfjs
     for rt in ("tfjs-wasm", "onnxruntime-web"):
-        # 8x slower CPU: the median must at least double (a generous margin for a shared machine)
-        assert by[(rt, 8.0)]["latency_ms"] > 2 * by[(rt, 1.0)]["latency_ms"], (rt, by[(rt, 1.0)], by[(rt, 8.0)])
+        # 8x slower CPU: the total time must at least double (a generous margin for a shared
+        # machine). The total, not the median: CDP suspends the renderer in slices, so a 2 ms
+        # inference either runs whole between suspensions or waits one out (3 to 88 ms at 8x in
+        # one run); on a busy machine once 12 runs gave a median of 2.45 ms against 2.05 at 1x.
+        slow, fast = sum(by[(rt, 8.0)]["ms"]), sum(by[(rt, 1.0)]["ms"])
+        assert slow > 2 * fast, (rt, by[(rt, 1.0)]["ms"], by[(rt, 8.0)]["ms"])
 
 
 def test_browser_check_stores_result(artifact, run_cli):
