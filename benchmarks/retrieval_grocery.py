@@ -272,47 +272,46 @@ def errors(args) -> int:
 
     from mobilize.data.retrieval import read_split, read_splits
     from mobilize.models.retrieval.evaluate import coarse_classes, embed_files
+    from mobilize.models.retrieval.index import search
     from mobilize.models.retrieval.metrics import embedding_metrics
     from mobilize.runtimes import open_predictor
 
     queries, gallery = read_split(DATA, "val"), read_splits(DATA, "train,catalog", optional=("catalog",))
     names = gallery.classes + sorted(set(queries.labels) - set(gallery.classes))
     ql, gl = queries.label_ids(names), gallery.label_ids(names)
-    coarse = coarse_classes(DATA)
     emb, out = {}, {"runs": {}, "ensembles": []}
     for run in ENSEMBLE:
         if (RUNS / run / "model.pt").exists():
             with open_predictor(str(RUNS / run / "model.pt"), None, threads=args.threads) as p:
                 emb[run] = tuple(embed_files(p, s.paths)[0] for s in (queries, gallery))
 
-    def summary(q, g):
+    def scores(q, g):
         m = embedding_metrics(q, ql, g, gl)
-        return {k: round(m[k], 4) for k in ("recall@1", "recall@5", "map@r")}, (q @ g.T).argmax(1)
+        return {k: round(m[k], 4) for k in ("recall@1", "recall@5", "map@r")}
 
-    missed = {}
+    top, missed = {}, {}
     for run, (q, g) in emb.items():
-        m, top = summary(q, g)
-        missed[run] = gl[top] != ql
-        out["runs"][run] = {**m, "misses": int(missed[run].sum())}
-        if run == "final":
-            wrong = np.flatnonzero(missed[run])
-            got = [names[gl[top[i]]] for i in wrong]
-            truth = [names[ql[i]] for i in wrong]
-            per_class, total = Counter(truth), Counter(names[i] for i in ql)
-            out["final_misses"] = {
-                "queries": len(ql), "misses": len(wrong),
-                "same_coarse_class": sum(coarse.get(a) == coarse.get(b) for a, b in zip(truth, got)),
-                "nearest_is_catalog": int(sum(gallery.splits[top[i]] == "catalog" for i in wrong)),
-                "classes_missed_on_every_query": sorted(c for c in per_class if per_class[c] == total[c]),
-                "top_confusions": [[a, b, n] for (a, b), n in Counter(zip(truth, got)).most_common(8)]}
-    for run in emb:
-        if run != "final" and "final" in missed:
+        top[run] = search(q, g, 1)[1][:, 0]  # the search the metrics use, so misses match Recall@1
+        missed[run] = gl[top[run]] != ql
+        out["runs"][run] = {**scores(q, g), "misses": int(missed[run].sum())}
+    if "final" in emb:
+        wrong = np.flatnonzero(missed["final"])
+        got = [names[gl[top["final"][i]]] for i in wrong]
+        truth = [names[ql[i]] for i in wrong]
+        per_class, total = Counter(truth), Counter(names[i] for i in ql)
+        coarse = coarse_classes(DATA)
+        out["final_misses"] = {
+            "queries": len(ql), "misses": len(wrong),
+            "same_coarse_class": sum(coarse.get(a) == coarse.get(b) for a, b in zip(truth, got)),
+            "nearest_is_catalog": sum(gallery.splits[top["final"][i]] == "catalog" for i in wrong),
+            "classes_missed_on_every_query": sorted(c for c in per_class if per_class[c] == total[c]),
+            "top_confusions": [[a, b, n] for (a, b), n in Counter(zip(truth, got)).most_common(8)]}
+        for run in emb.keys() - {"final"}:
             out["runs"][run]["also_missed_by_final"] = int((missed[run] & missed["final"]).sum())
     runs = list(emb)
     for n in range(2, len(runs) + 1):  # concatenated unit embeddings: the mean of the models' cosines
         q, g = (np.concatenate([emb[r][i] for r in runs[:n]], 1) / np.sqrt(n) for i in (0, 1))
-        m, _ = summary(q, g)
-        out["ensembles"].append({"runs": runs[:n], **m})
+        out["ensembles"].append({"runs": runs[:n], **scores(q, g)})
     path = RESULTS / "retrieval-grocery-errors.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
