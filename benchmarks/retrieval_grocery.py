@@ -5,6 +5,7 @@ Queries: val/ photos. Gallery: train/ photos + catalog/ iconic images. No pretra
     python benchmarks/retrieval_grocery.py train ROW [ROW...]   # train rows (skips finished ones)
     python benchmarks/retrieval_grocery.py report               # evaluate, export, time -> JSON
     python benchmarks/retrieval_grocery.py errors               # where the committed model misses
+    python benchmarks/retrieval_grocery.py testtime             # test-time crops and BatchNorm statistics
 
 Rows (ablation rows share a short schedule; "final" is the longer run of the kept recipe):
 
@@ -69,6 +70,8 @@ ROWS["final-40ep-crop-0.08"] = dict(FINAL_160, epochs=40, last_stride=1, crop_ar
 ROWS["final-40ep-arcface-s64-m0.5"] = dict(FINAL_160, epochs=40, last_stride=1, arcface_scale=64.0, arcface_margin=0.5)  # InsightFace's s, m
 ROWS["final-40ep-arcface-m0.15"] = dict(FINAL_160, epochs=40, last_stride=1, arcface_margin=0.15)  # a softer margin
 ROWS["final-40ep-wd-0.2"] = dict(FINAL_160, epochs=40, last_stride=1, weight_decay=0.2)  # stronger weight decay
+ROWS["final-40ep-subcenters-3"] = dict(FINAL_160, epochs=40, last_stride=1, arcface_subcenters=3)  # a class keeps several looks
+ROWS["final-40ep-p32"] = dict(FINAL_160, epochs=40, last_stride=1, classes_per_batch=32)  # 32 classes x 4 per batch
 
 
 def train_row(name: str, threads: int) -> None:
@@ -318,6 +321,89 @@ def errors(args) -> int:
     return 0
 
 
+def _center_crops(paths, fraction: float, size: int):
+    """uint8 N x 3 x size x size: the central `fraction` of each side, stretched like load_image."""
+    import numpy as np
+    from PIL import Image
+
+    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        with Image.open(path) as img:
+            w, h = img.size
+            box = (w * (1 - fraction) / 2, h * (1 - fraction) / 2, w * (1 + fraction) / 2, h * (1 + fraction) / 2)
+            out[i] = np.asarray(img.convert("RGB").crop(box).resize((size, size)), dtype=np.uint8).transpose(2, 0, 1)
+    return out
+
+
+def testtime(args) -> int:
+    """Two test-time ideas on the committed model, no training: (1) averaging the embeddings of
+    the whole photo and central crops (less shelf around the product), on both sides or on the
+    queries only; (2) re-estimating BatchNorm statistics on un-augmented photos (AdaBN): from
+    the gallery, from the val photos, from both (a global shift between shops would show here)."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from mobilize.data.retrieval import normalize, read_split, read_splits
+    from mobilize.models.retrieval.metrics import embedding_metrics
+    from mobilize.models.retrieval.model import IMAGE_MEAN, IMAGE_STD, NetConfig, build_net
+
+    torch.set_num_threads(args.threads)
+    state = torch.load(RESULTS / "retrieval-grocery.pt", weights_only=True)
+    net = build_net(NetConfig.from_dict(state["config"]["net"]))
+    net.load_state_dict(state["model"])
+    net.eval()
+    size = net.cfg.input_size
+    queries, gallery = read_split(DATA, "val"), read_splits(DATA, "train,catalog", optional=("catalog",))
+    names = state["classes"] + sorted(set(queries.labels) - set(state["classes"]))
+    ql, gl = queries.label_ids(names), gallery.label_ids(names)
+
+    def embed(model, images):
+        with torch.no_grad():
+            return torch.cat([model(normalize(images[s:s + 64], IMAGE_MEAN, IMAGE_STD))
+                              for s in range(0, len(images), 64)]).numpy()
+
+    def scores(q, g):
+        m = embedding_metrics(q, ql, g, gl)
+        return {k: round(m[k], 4) for k in ("recall@1", "recall@5", "map@r")}
+
+    out: dict = {"model": "benchmarks/results/retrieval-grocery.pt", "crops": [], "batchnorm": []}
+    images = {f: tuple(_center_crops(s.paths, f, size) for s in (queries, gallery)) for f in (1.0, 0.8, 0.65)}
+    emb = {f: (embed(net, q), embed(net, g)) for f, (q, g) in images.items()}
+    for combo in ((1.0,), (0.8,), (0.65,), (1.0, 0.8), (1.0, 0.65), (1.0, 0.8, 0.65)):
+        q = sum(emb[f][0] for f in combo)
+        row = {"crops": list(combo), "both_sides": scores(q, sum(emb[f][1] for f in combo))}
+        if len(combo) > 1:
+            row["queries_only"] = scores(q, emb[1.0][1])
+        out["crops"].append(row)
+        print("crops", row, flush=True)
+
+    full_q, full_g = images[1.0]
+    for label, source in (("trained (augmented training batches)", None), ("gallery", full_g),
+                          ("val", full_q), ("val + gallery", np.concatenate([full_q, full_g]))):
+        model = net
+        if source is not None:
+            model = copy.deepcopy(net)
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.reset_running_stats()
+                    m.momentum = None  # a plain average over all batches
+            model.train()
+            order = np.random.default_rng(0).permutation(len(source))
+            with torch.no_grad():
+                for s in range(0, len(source), 64):
+                    model(normalize(source[order[s:s + 64]], IMAGE_MEAN, IMAGE_STD))
+            model.eval()
+        row = {"statistics_from": label, **scores(embed(model, full_q), embed(model, full_g))}
+        out["batchnorm"].append(row)
+        print("batchnorm", row, flush=True)
+    path = RESULTS / "retrieval-grocery-testtime.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -328,6 +414,8 @@ def main(argv=None) -> int:
     r.add_argument("--threads", type=int, default=1)
     e = sub.add_parser("errors")
     e.add_argument("--threads", type=int, default=1)
+    tt = sub.add_parser("testtime")
+    tt.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     if not DATA.is_dir():
         print(f"grocery data not found at {DATA} (set GROCERY=...)", file=sys.stderr)
@@ -336,7 +424,7 @@ def main(argv=None) -> int:
         for row in args.rows:
             train_row(row, args.threads)
         return 0
-    return report(args) if args.cmd == "report" else errors(args)
+    return {"report": report, "errors": errors, "testtime": testtime}[args.cmd](args)
 
 
 if __name__ == "__main__":

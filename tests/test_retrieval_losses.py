@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from mobilize.errors import BadInput
 from mobilize.models.retrieval.losses import ArcFaceHead, BatchHardTriplet, Cohort, SoftmaxHead, mutual_kl
+from mobilize.models.retrieval.train import TrainConfig
 
 
 def _unit(v):
@@ -40,6 +42,36 @@ def test_arcface_matches_hand_computation_with_margin_in_radians():
     # logits (for mutual learning) carry no margin
     lg = head.logits(torch.tensor(feats, dtype=torch.float32)).detach().numpy()
     assert lg[0, 0] == pytest.approx(scale * _unit(feats[0]) @ _unit(centres[0]), rel=1e-5)
+
+
+def test_subcenter_arcface_scores_each_sample_against_its_nearest_centre():
+    scale, margin = 16.0, 0.3
+    head = ArcFaceHead(num_classes=2, dim=2, scale=scale, margin=margin, sub_centers=2)
+    # PML lays sub-centres out class by class: columns (0, a), (0, b), (1, a), (1, b)
+    centres = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]])
+    with torch.no_grad():
+        head.loss.W.copy_(torch.tensor(centres.T, dtype=torch.float32))
+    feats = np.array([[0.2, 3.0], [3.0, 0.5]])  # near class 0's second centre; near class 0's first
+    labels = [0, 1]
+    got = float(head(torch.tensor(feats, dtype=torch.float32), torch.tensor(labels)).detach())
+
+    losses = []
+    for f, y in zip(feats, labels):
+        cos = np.array([max(_unit(f) @ _unit(c) for c in centres[2 * k:2 * k + 2]) for k in range(2)])
+        logits = scale * cos
+        logits[y] = scale * math.cos(math.acos(cos[y]) + margin)
+        losses.append(-logits[y] + math.log(np.exp(logits).sum()))
+    assert got == pytest.approx(np.mean(losses), rel=1e-5)
+    # one centre per class (class 0's first, class 1's first) is plain ArcFace, and a larger loss
+    # for the first sample, which sits near class 0's second centre
+    plain = ArcFaceHead(2, 2, scale, margin)
+    with torch.no_grad():
+        plain.loss.W.copy_(torch.tensor(centres[[0, 2]].T, dtype=torch.float32))
+    x0 = torch.tensor(feats[:1], dtype=torch.float32)
+    assert float(plain(x0, torch.tensor([0]))) > float(head(x0, torch.tensor([0])))
+    assert head.logits(x0).shape == (1, 2)
+    with pytest.raises(BadInput, match="--arcface-subcenters must be at least 1"):
+        TrainConfig(data="d", out="o", arcface_subcenters=0).validate()
 
 
 def test_batch_hard_triplet_matches_hand_computation():

@@ -35,14 +35,20 @@ class ArcFaceHead(nn.Module):
     """Cosine softmax with an additive angular margin (Deng et al. 2019), via PML's ArcFaceLoss.
 
     margin is in radians here, as in the paper and InsightFace (m = 0.5); PML takes degrees.
+    With sub_centers > 1 each class has that many centres and a sample is scored against its
+    nearest one (sub-center ArcFace, Deng et al. 2020): a class may keep several looks.
     """
 
-    def __init__(self, num_classes: int, dim: int, scale: float = 30.0, margin: float = 0.3):
+    def __init__(self, num_classes: int, dim: int, scale: float = 30.0, margin: float = 0.3, sub_centers: int = 1):
         super().__init__()
-        from pytorch_metric_learning.losses import ArcFaceLoss
+        from pytorch_metric_learning.losses import ArcFaceLoss, SubCenterArcFaceLoss
 
-        self.scale, self.margin = float(scale), float(margin)
-        self.loss = ArcFaceLoss(num_classes, dim, margin=math.degrees(margin), scale=scale)
+        self.scale, self.margin, self.sub_centers = float(scale), float(margin), int(sub_centers)
+        if self.sub_centers > 1:
+            self.loss = SubCenterArcFaceLoss(num_classes=num_classes, embedding_size=dim, margin=math.degrees(margin),
+                                             scale=scale, sub_centers=self.sub_centers)
+        else:
+            self.loss = ArcFaceLoss(num_classes, dim, margin=math.degrees(margin), scale=scale)
 
     def logits(self, features):
         """scale * cos(angle to each class centre), without the margin (for mutual learning)."""
@@ -72,9 +78,9 @@ class BatchHardTriplet(nn.Module):
         return self.loss(features, labels, self.miner(features, labels))
 
 
-def build_head(kind: str, num_classes: int, dim: int, scale: float, margin: float) -> nn.Module:
+def build_head(kind: str, num_classes: int, dim: int, scale: float, margin: float, sub_centers: int = 1) -> nn.Module:
     if kind == "arcface":
-        return ArcFaceHead(num_classes, dim, scale, margin)
+        return ArcFaceHead(num_classes, dim, scale, margin, sub_centers)
     if kind == "softmax":
         return SoftmaxHead(num_classes, dim)
     raise ValueError(f"head must be one of {HEADS}, not {kind!r}")

@@ -58,6 +58,8 @@ class TrainConfig:
     head: str = field(default="arcface", metadata={"help": "classification loss", "choices": ["arcface", "softmax"]})
     arcface_scale: float = field(default=30.0, metadata={"help": "ArcFace scale s"})
     arcface_margin: float = field(default=0.3, metadata={"help": "ArcFace additive angular margin m, radians"})
+    arcface_subcenters: int = field(default=1, metadata={
+        "help": "ArcFace centres per class (sub-center ArcFace: a class may keep several looks; 1: plain ArcFace)"})
     triplet_weight: float = field(default=1.0, metadata={"help": "weight of the batch-hard triplet loss (0: off)"})
     triplet_margin: float = field(default=0.3, metadata={"help": "triplet margin (Euclidean, unit sphere)"})
     random_erasing: float = field(default=0.0, metadata={"help": "probability of random erasing per image (0: off, the default: it did not help on Grocery)"})
@@ -98,6 +100,7 @@ class TrainConfig:
             (0 < self.crop_area <= 1, "--crop-area is a fraction of the image area, in (0, 1]"),
             (0 <= self.arcface_margin < math.pi / 2, "--arcface-margin is in radians, in [0, pi/2)"),
             (self.arcface_scale > 0, "--arcface-scale must be positive"),
+            (self.arcface_subcenters >= 1, "--arcface-subcenters must be at least 1"),
             (self.triplet_weight >= 0, "--triplet-weight must be >= 0"),
             (self.mutual_temperature > 0, "--mutual-temperature must be positive"),
         ]
@@ -204,7 +207,8 @@ def train(config: TrainConfig, reporter=None) -> dict:
             nets.append(build_net(ncfg))
         students = []
         for net in nets:
-            head = build_head(cfg.head, len(classes), cfg.embedding_dim, cfg.arcface_scale, cfg.arcface_margin)
+            head = build_head(cfg.head, len(classes), cfg.embedding_dim, cfg.arcface_scale, cfg.arcface_margin,
+                              cfg.arcface_subcenters)
             triplet = BatchHardTriplet(cfg.triplet_margin) if cfg.triplet_weight > 0 else None
             students.append(Student(net, head, triplet, cfg.triplet_weight))
         cohort = Cohort(students, cfg.mutual_weight, cfg.mutual_temperature).to(env.device)
