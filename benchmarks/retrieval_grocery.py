@@ -73,6 +73,9 @@ ROWS["final-40ep-arcface-m0.15"] = dict(FINAL_160, epochs=40, last_stride=1, arc
 ROWS["final-40ep-wd-0.2"] = dict(FINAL_160, epochs=40, last_stride=1, weight_decay=0.2)  # stronger weight decay
 ROWS["final-40ep-subcenters-3"] = dict(FINAL_160, epochs=40, last_stride=1, arcface_subcenters=3)  # a class keeps several looks
 ROWS["final-40ep-p32"] = dict(FINAL_160, epochs=40, last_stride=1, classes_per_batch=32)  # 32 classes x 4 per batch
+ROWS["final-40ep-train-160"] = dict(FINAL_160, epochs=40, last_stride=1, train_size=160)  # train at the test size (no FixRes)
+ROWS["final-40ep-lr-6e-3"] = dict(FINAL_160, epochs=40, last_stride=1, lr=6e-3)  # twice the peak learning rate
+ROWS["final-40ep-lr-1.5e-3"] = dict(FINAL_160, epochs=40, last_stride=1, lr=1.5e-3)  # half the peak learning rate
 
 
 def train_row(name: str, threads: int) -> None:
