@@ -76,6 +76,8 @@ ROWS["final-40ep-p32"] = dict(FINAL_160, epochs=40, last_stride=1, classes_per_b
 ROWS["final-40ep-train-160"] = dict(FINAL_160, epochs=40, last_stride=1, train_size=160)  # train at the test size (no FixRes)
 ROWS["final-40ep-lr-6e-3"] = dict(FINAL_160, epochs=40, last_stride=1, lr=6e-3)  # twice the peak learning rate
 ROWS["final-40ep-lr-1.5e-3"] = dict(FINAL_160, epochs=40, last_stride=1, lr=1.5e-3)  # half the peak learning rate
+ROWS["final-40ep-dim-256"] = dict(FINAL_160, epochs=40, last_stride=1, embedding_dim=256)  # a wider embedding
+ROWS["final-40ep-k8"] = dict(FINAL_160, epochs=40, last_stride=1, classes_per_batch=8, samples_per_class=8)  # 8 classes x 8 photos per batch
 
 
 def train_row(name: str, threads: int) -> None:
