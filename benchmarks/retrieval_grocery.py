@@ -328,10 +328,15 @@ def errors(args) -> int:
 
 
 def _center_crops(paths, fraction: float, size: int):
-    """uint8 N x 3 x size x size: the central `fraction` of each side, stretched like load_image."""
+    """uint8 N x 3 x size x size: the central `fraction` of each side, stretched like load_images
+    (which decodes the whole photo: fraction 1)."""
     import numpy as np
     from PIL import Image
 
+    from mobilize.data.retrieval import load_images
+
+    if fraction == 1.0:
+        return load_images(paths, size)
     out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     for i, path in enumerate(paths):
         with Image.open(path) as img:
