@@ -104,6 +104,44 @@ def test_mutual_learning_trains_two_students_and_deploys_one(products, tmp_path)
     assert set(deployed["model"]) == {k[len("students.0.net."):] for k in last["cohort"] if k.startswith("students.0.net.")}
 
 
+def test_weight_average_follows_the_hand_computed_recurrence():
+    from mobilize.models.retrieval.train import WeightAverage
+
+    live = torch.nn.Sequential(torch.nn.Linear(2, 1, bias=False), torch.nn.BatchNorm1d(1))
+    with torch.no_grad():
+        live[0].weight.fill_(1.0)
+    avg = WeightAverage(live, decay=0.9)
+    with torch.no_grad():
+        live[0].weight.fill_(3.0)
+        live[1].running_mean.fill_(2.0)
+    live[1].num_batches_tracked += 5
+    avg.update(step=100)  # decay min(0.9, 101 / 110) = 0.9: 0.9 * 1 + 0.1 * 3
+    assert torch.allclose(avg.net[0].weight, torch.full((1, 2), 1.2))
+    assert torch.allclose(avg.net[1].running_mean, torch.tensor([0.2]))  # statistics are averaged too
+    assert int(avg.net[1].num_batches_tracked) == 5  # counters are copied
+    avg.update(step=0)  # early on the decay ramps up: min(0.9, 1 / 10) = 0.1
+    assert torch.allclose(avg.net[0].weight, torch.full((1, 2), 0.1 * 1.2 + 0.9 * 3.0))
+    assert not avg.net[0].weight.requires_grad and live[0].weight.requires_grad
+
+
+def test_ema_and_dropout_train_and_deploy_the_average(products, tmp_path):
+    out = tmp_path / "ema"
+    summary = train(TrainConfig(data=str(products), out=str(out), epochs=2, ema=0.9, dropout=0.2, **TINY))
+    assert np.isfinite(summary["loss_last_epoch"])
+    last = torch.load(out / "last.pt", weights_only=True)
+    deployed = torch.load(out / "model.pt", weights_only=True)
+    live = {k[len("students.0.net."):]: v for k, v in last["cohort"].items() if k.startswith("students.0.net.")}
+    assert "ema" not in deployed and set(deployed["model"]) == set(live)
+    assert all(torch.equal(deployed["model"][k], last["ema"][k]) for k in live)
+    # the average trails the trained weights: it is what is deployed, not a copy of them
+    assert not torch.allclose(deployed["model"]["proj.weight"], live["proj.weight"])
+    resumed = train(TrainConfig(data=str(products), out=str(out), epochs=3, ema=0.9, dropout=0.2, resume=True, **TINY))
+    assert resumed["steps"] == 3 * summary["steps"] // 2
+    for bad, msg in ((dict(ema=1.0), "--ema is a decay in"), (dict(dropout=1.0), "--dropout is a probability in")):
+        with pytest.raises(BadInput, match=msg):
+            TrainConfig(data="d", out="o", **bad).validate()
+
+
 @pytest.mark.slow
 def test_eval_on_artifact_equals_eval_on_checkpoint(trained, products, tmp_path):
     from mobilize import export

@@ -89,15 +89,17 @@ def build_head(kind: str, num_classes: int, dim: int, scale: float, margin: floa
 class Student(nn.Module):
     """One network with its heads: forward returns (loss parts, logits for mutual learning)."""
 
-    def __init__(self, net: nn.Module, head: nn.Module, triplet: BatchHardTriplet | None, triplet_weight: float):
+    def __init__(self, net: nn.Module, head: nn.Module, triplet: BatchHardTriplet | None, triplet_weight: float,
+                 dropout: float = 0.0):
         super().__init__()
         self.net = net
         self.head = head
         self.triplet = triplet
         self.triplet_weight = triplet_weight
+        self.dropout = dropout
 
     def forward(self, x, labels):
-        features = self.net.features(x)
+        features = self.net.features(x, self.dropout) if self.dropout > 0 else self.net.features(x)
         parts = {"cls": self.head(features, labels)}
         if self.triplet is not None and self.triplet_weight > 0:
             parts["triplet"] = self.triplet_weight * self.triplet(features, labels)

@@ -162,9 +162,12 @@ class EmbeddingNet(nn.Module):
                 nn.init.zeros_(m.pw[1].weight)
         nn.init.normal_(self.proj.weight, std=0.01)
 
-    def features(self, x):
-        """Pre-normalisation embedding (the projection output), for losses that want it."""
+    def features(self, x, dropout: float = 0.0):
+        """Pre-normalisation embedding (the projection output), for losses that want it; `dropout`
+        (training only, never in the exported graph) drops pooled channels before the BN-neck."""
         f = self.pool(self.attention(self.backbone(x)))
+        if dropout > 0:
+            f = F.dropout(f, dropout, self.training)
         return self.proj(self.neck(f))
 
     def forward(self, x):

@@ -68,6 +68,11 @@ class TrainConfig:
                 "show less of the shelf around a product)"})
     colour_cast: float = field(default=0.0, metadata={
         "help": "random per-channel gain in [1 - c, 1 + c] (0: off): shops light their shelves differently"})
+    dropout: float = field(default=0.0, metadata={
+        "help": "dropout on the pooled features before the BN-neck, in training only (0: off)"})
+    ema: float = field(default=0.0, metadata={
+        "help": "decay of an exponential moving average of the deployed network's weights, e.g. 0.998 "
+                "(0: off); the average is what the progress check sees and model.pt holds"})
     mutual: bool = field(default=False, metadata={"help": "deep mutual learning with a second student"})
     mutual_weight: float = field(default=1.0, metadata={"help": "weight of the mutual KL term"})
     mutual_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the mutual KL term"})
@@ -103,6 +108,8 @@ class TrainConfig:
             (self.arcface_subcenters >= 1, "--arcface-subcenters must be at least 1"),
             (self.triplet_weight >= 0, "--triplet-weight must be >= 0"),
             (self.mutual_temperature > 0, "--mutual-temperature must be positive"),
+            (0 <= self.dropout < 1, "--dropout is a probability in [0, 1)"),
+            (0 <= self.ema < 1, "--ema is a decay in [0, 1) (0: off)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -210,10 +217,11 @@ def train(config: TrainConfig, reporter=None) -> dict:
             head = build_head(cfg.head, len(classes), cfg.embedding_dim, cfg.arcface_scale, cfg.arcface_margin,
                               cfg.arcface_subcenters)
             triplet = BatchHardTriplet(cfg.triplet_margin) if cfg.triplet_weight > 0 else None
-            students.append(Student(net, head, triplet, cfg.triplet_weight))
+            students.append(Student(net, head, triplet, cfg.triplet_weight, cfg.dropout))
         cohort = Cohort(students, cfg.mutual_weight, cfg.mutual_temperature).to(env.device)
         cohort = cohort.to(memory_format=torch.channels_last)  # ~30% faster depthwise convs on CPU
         optimizer = torch.optim.AdamW(_param_groups(cohort, cfg.weight_decay), lr=cfg.lr)
+        ema = WeightAverage(cohort.students[0].net, cfg.ema) if cfg.ema > 0 else None
 
         start_epoch, step, history = 0, 0, []
         if cfg.resume:
@@ -225,6 +233,10 @@ def train(config: TrainConfig, reporter=None) -> dict:
                                "resume with the same --data and splits, or choose a new --out")
             cohort.load_state_dict(ckpt["cohort"])
             optimizer.load_state_dict(ckpt["optimizer"])
+            if ema is not None:
+                if ckpt.get("ema") is None:
+                    raise BadInput(f"--resume: '{last_path}' was trained without --ema", "resume with the run's own options")
+                ema.net.load_state_dict(ckpt["ema"])
             start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
             history = list(ckpt.get("history", []))
             reporter(f"resuming {out} at epoch {start_epoch}")
@@ -279,6 +291,8 @@ def train(config: TrainConfig, reporter=None) -> dict:
                 torch.nn.utils.clip_grad_norm_(cohort.parameters(), 5.0)
                 optimizer.step()
                 step += 1
+                if ema is not None:
+                    ema.update(step)
                 losses.append(float(loss.detach()))
                 for k, v in parts.items():
                     parts_sum[k] = parts_sum.get(k, 0.0) + float(v)
@@ -289,7 +303,7 @@ def train(config: TrainConfig, reporter=None) -> dict:
                       "lr": _lr_at(step - 1, total_steps, warmup, cfg.lr)}
             last = epoch + 1 == cfg.epochs
             if env.is_main and val_images is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-                net = unwrap(model).students[0].net
+                net = ema.net if ema is not None else unwrap(model).students[0].net
                 gallery = embed_uint8(net, gallery_images)
                 queries = embed_uint8(net, val_images)
                 names = classes + sorted(set(val_set.labels) - set(classes))
@@ -299,12 +313,12 @@ def train(config: TrainConfig, reporter=None) -> dict:
             if env.is_main:
                 reporter(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items()
                                                             if k not in ("epoch",)))
-            state = _state(cfg, ncfg, classes, cohort, optimizer, epoch + 1, step, history, metrics)
+            state = _state(cfg, ncfg, classes, cohort, optimizer, epoch + 1, step, history, metrics, ema)
             save_checkpoint(last_path, state, env)
             barrier(env)
 
         if env.is_main:
-            final = _deployable(_state(cfg, ncfg, classes, cohort, None, cfg.epochs, step, history, metrics))
+            final = _deployable(_state(cfg, ncfg, classes, cohort, None, cfg.epochs, step, history, metrics, ema))
             save_checkpoint(out / "model.pt", final, env)
             tmp = out / ".history.json.tmp"
             tmp.write_text(json.dumps(history, indent=1))
@@ -322,9 +336,38 @@ def train(config: TrainConfig, reporter=None) -> dict:
         shutdown(env)
 
 
-def _state(cfg, ncfg, classes, cohort, optimizer, epoch, step, history, metrics) -> dict:
+class WeightAverage:
+    """Exponential moving average of a network's weights and BatchNorm statistics (Polyak averaging),
+    kept beside the trained network; the decay ramps up as (1 + step) / (10 + step) early on, so the
+    average does not remember the random initialisation."""
+
+    def __init__(self, net, decay: float):
+        import copy
+
+        self.net = copy.deepcopy(net).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.source = net
+        self.decay = decay
+
+    def update(self, step: int) -> None:
+        import torch
+
+        d = min(self.decay, (1 + step) / (10 + step))
+        live = self.source.state_dict()
+        with torch.no_grad():
+            for k, v in self.net.state_dict().items():
+                if v.is_floating_point():
+                    v.lerp_(live[k].detach(), 1.0 - d)
+                else:
+                    v.copy_(live[k])
+
+
+def _state(cfg, ncfg, classes, cohort, optimizer, epoch, step, history, metrics, ema=None) -> dict:
+    deployed = ema.net if ema is not None else cohort.students[0].net
     return {"family": FAMILY, "config": {"net": ncfg.to_dict(), "train": asdict(cfg)}, "classes": list(classes),
-            "model": {k: v.detach().cpu() for k, v in cohort.students[0].net.state_dict().items()},
+            "model": {k: v.detach().cpu() for k, v in deployed.state_dict().items()},
+            "ema": {k: v.detach().cpu() for k, v in ema.net.state_dict().items()} if ema is not None else None,
             "cohort": {k: v.detach().cpu() for k, v in cohort.state_dict().items()},
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "epoch": epoch, "step": step, "history": history,
@@ -335,5 +378,6 @@ def _deployable(state: dict) -> dict:
     """The checkpoint to export and evaluate: the first student only (no heads, peer, optimizer)."""
     state = dict(state)
     state.pop("cohort", None)
+    state.pop("ema", None)
     state["optimizer"] = None
     return state
