@@ -79,6 +79,8 @@ ROWS["final-40ep-lr-6e-3"] = dict(FINAL_160, epochs=40, last_stride=1, lr=6e-3) 
 ROWS["final-40ep-lr-1.5e-3"] = dict(FINAL_160, epochs=40, last_stride=1, lr=1.5e-3)  # half the peak learning rate
 ROWS["final-40ep-dim-256"] = dict(FINAL_160, epochs=40, last_stride=1, embedding_dim=256)  # a wider embedding
 ROWS["final-40ep-k8"] = dict(FINAL_160, epochs=40, last_stride=1, classes_per_batch=8, samples_per_class=8)  # 8 classes x 8 photos per batch
+ROWS["final-40ep-last-stride-1-seed-1"] = dict(ROWS["final-40ep-last-stride-1"], seed=1)  # run-to-run noise:
+ROWS["final-40ep-last-stride-1-seed-2"] = dict(ROWS["final-40ep-last-stride-1"], seed=2)  # the baseline, other seeds
 ROWS["final-40ep-ema"] = dict(FINAL_160, epochs=40, last_stride=1, ema=0.998)  # deploy a moving average of the weights
 ROWS["final-40ep-dropout-0.2"] = dict(FINAL_160, epochs=40, last_stride=1, dropout=0.2)  # dropout before the BN-neck
 
@@ -91,8 +93,8 @@ def train_row(name: str, threads: int) -> None:
     if (out / "model.pt").exists():
         print(f"{name}: done already ({out / 'model.pt'})")
         return
-    cfg = TrainConfig(data=str(DATA), out=str(out), threads=threads, seed=0, eval_every=5,
-                      resume=(out / "last.pt").exists(), **ROWS[name])
+    cfg = TrainConfig(data=str(DATA), out=str(out), threads=threads, eval_every=5,
+                      resume=(out / "last.pt").exists(), **{"seed": 0, **ROWS[name]})
     summary = train(cfg, Reporter())
     summary.pop("history", None)
     print(json.dumps({name: summary}, indent=1))
