@@ -38,7 +38,7 @@ def test_arcface_matches_hand_computation_with_margin_in_radians():
     # with it: the margin makes the target harder
     plain = ArcFaceHead(3, 2, scale, 0.0)
     plain.loss.W.data.copy_(head.loss.W.data)
-    assert float(plain(torch.tensor(feats, dtype=torch.float32), torch.tensor(labels))) < got
+    assert float(plain(torch.tensor(feats, dtype=torch.float32), torch.tensor(labels)).detach()) < got
     # logits (for mutual learning) carry no margin
     lg = head.logits(torch.tensor(feats, dtype=torch.float32)).detach().numpy()
     assert lg[0, 0] == pytest.approx(scale * _unit(feats[0]) @ _unit(centres[0]), rel=1e-5)
@@ -68,7 +68,7 @@ def test_subcenter_arcface_scores_each_sample_against_its_nearest_centre():
     with torch.no_grad():
         plain.loss.W.copy_(torch.tensor(centres[[0, 2]].T, dtype=torch.float32))
     x0 = torch.tensor(feats[:1], dtype=torch.float32)
-    assert float(plain(x0, torch.tensor([0]))) > float(head(x0, torch.tensor([0])))
+    assert float(plain(x0, torch.tensor([0])).detach()) > float(head(x0, torch.tensor([0])).detach())
     assert head.logits(x0).shape == (1, 2)
     with pytest.raises(BadInput, match="--arcface-subcenters must be at least 1"):
         TrainConfig(data="d", out="o", arcface_subcenters=0).validate()
