@@ -79,7 +79,7 @@ def test_batch_hard_triplet_matches_hand_computation():
     # two tight classes (zero loss) and a spread-out one whose member sits between them
     pts = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.14, 0.99], [-2.0, 0.0], [0.5, 0.866]])
     labels = np.array([0, 0, 1, 1, 2, 2])
-    got = float(BatchHardTriplet(margin)(torch.tensor(pts, dtype=torch.float32), torch.tensor(labels)))
+    got = float(BatchHardTriplet(margin)(torch.tensor(pts, dtype=torch.float32), torch.tensor(labels)).detach())
 
     u = pts / np.linalg.norm(pts, axis=1, keepdims=True)
     d = np.linalg.norm(u[:, None] - u[None], axis=2)
@@ -98,7 +98,7 @@ def test_softmax_head_is_cross_entropy():
     with torch.no_grad():
         head.fc.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
         head.fc.bias.zero_()
-    got = float(head(torch.tensor([[2.0, -1.0]]), torch.tensor([2])))
+    got = float(head(torch.tensor([[2.0, -1.0]]), torch.tensor([2])).detach())
     logits = np.array([2.0, -1.0, 1.0])
     assert got == pytest.approx(-logits[2] + math.log(np.exp(logits).sum()), rel=1e-6)
 
@@ -109,7 +109,7 @@ def test_mutual_kl_is_kl_of_peer_to_self_and_only_trains_self():
     got = mutual_kl(own, peer, temperature=1.0)
     p = np.exp([0.0, 2.0]) / np.exp([0.0, 2.0]).sum()
     q = np.exp([1.0, 0.0]) / np.exp([1.0, 0.0]).sum()
-    assert float(got) == pytest.approx(float(np.sum(p * np.log(p / q))), rel=1e-6)
+    assert float(got.detach()) == pytest.approx(float(np.sum(p * np.log(p / q))), rel=1e-6)
     got.backward()
     assert own.grad is not None and peer.grad is None  # the peer is a target, not trained by this term
 
@@ -127,4 +127,4 @@ def test_cohort_adds_mutual_term_only_with_two_students():
     two = Cohort([Student(build_net(cfg), ArcFaceHead(4, 16), None, 0.0) for _ in range(2)], mutual_weight=1.0)
     total, parts = two(x, y)
     assert set(parts) == {"cls", "mutual"} and float(parts["mutual"]) > 0
-    assert float(total) == pytest.approx(float(parts["cls"] + parts["mutual"]), rel=1e-5)
+    assert float(total.detach()) == pytest.approx(float(parts["cls"] + parts["mutual"]), rel=1e-5)
