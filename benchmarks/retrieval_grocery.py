@@ -83,6 +83,8 @@ ROWS["final-40ep-last-stride-1-seed-1"] = dict(ROWS["final-40ep-last-stride-1"],
 ROWS["final-40ep-last-stride-1-seed-2"] = dict(ROWS["final-40ep-last-stride-1"], seed=2)  # the baseline, other seeds
 ROWS["final-40ep-ema"] = dict(FINAL_160, epochs=40, last_stride=1, ema=0.998)  # deploy a moving average of the weights
 ROWS["final-40ep-dropout-0.2"] = dict(FINAL_160, epochs=40, last_stride=1, dropout=0.2)  # dropout before the BN-neck
+ROWS["final-40ep-dropout-0.2-seed-1"] = dict(ROWS["final-40ep-dropout-0.2"], seed=1)  # the same, another seed
+ROWS["final-40ep-dropout-0.4"] = dict(FINAL_160, epochs=40, last_stride=1, dropout=0.4)  # more dropout
 
 
 def train_row(name: str, threads: int) -> None:
