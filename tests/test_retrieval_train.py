@@ -124,6 +124,18 @@ def test_weight_average_follows_the_hand_computed_recurrence():
     assert not avg.net[0].weight.requires_grad and live[0].weight.requires_grad
 
 
+def test_dropout_acts_in_training_only():
+    from mobilize.models.retrieval.model import NetConfig, build_net
+
+    torch.manual_seed(0)
+    net = build_net(NetConfig(width=0.25, input_size=32))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(net.train().features(x, 0.5), net.features(x))
+        net.eval()
+        assert torch.equal(net.features(x, 0.5), net.features(x))  # so nothing of it reaches an export
+
+
 def test_ema_and_dropout_train_and_deploy_the_average(products, tmp_path):
     out = tmp_path / "ema"
     summary = train(TrainConfig(data=str(products), out=str(out), epochs=2, ema=0.9, dropout=0.2, **TINY))
@@ -131,12 +143,16 @@ def test_ema_and_dropout_train_and_deploy_the_average(products, tmp_path):
     last = torch.load(out / "last.pt", weights_only=True)
     deployed = torch.load(out / "model.pt", weights_only=True)
     live = {k[len("students.0.net."):]: v for k, v in last["cohort"].items() if k.startswith("students.0.net.")}
-    assert "ema" not in deployed and set(deployed["model"]) == set(live)
-    assert all(torch.equal(deployed["model"][k], last["ema"][k]) for k in live)
+    assert set(deployed["model"]) == set(live)
+    assert all(torch.equal(deployed["model"][k], last["model"][k]) for k in live)
     # the average trails the trained weights: it is what is deployed, not a copy of them
     assert not torch.allclose(deployed["model"]["proj.weight"], live["proj.weight"])
     resumed = train(TrainConfig(data=str(products), out=str(out), epochs=3, ema=0.9, dropout=0.2, resume=True, **TINY))
     assert resumed["steps"] == 3 * summary["steps"] // 2
+    plain = tmp_path / "plain"
+    train(TrainConfig(data=str(products), out=str(plain), epochs=1, **TINY))
+    with pytest.raises(BadInput, match="was trained without --ema"):
+        train(TrainConfig(data=str(products), out=str(plain), epochs=2, ema=0.9, resume=True, **TINY))
     for bad, msg in ((dict(ema=1.0), "--ema is a decay in"), (dict(dropout=1.0), "--dropout is a probability in")):
         with pytest.raises(BadInput, match=msg):
             TrainConfig(data="d", out="o", **bad).validate()

@@ -99,7 +99,7 @@ class Student(nn.Module):
         self.dropout = dropout
 
     def forward(self, x, labels):
-        features = self.net.features(x, self.dropout) if self.dropout > 0 else self.net.features(x)
+        features = self.net.features(x, self.dropout)
         parts = {"cls": self.head(features, labels)}
         if self.triplet is not None and self.triplet_weight > 0:
             parts["triplet"] = self.triplet_weight * self.triplet(features, labels)

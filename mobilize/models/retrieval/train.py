@@ -234,10 +234,10 @@ def train(config: TrainConfig, reporter=None) -> dict:
                                "resume with the same --data and splits, or choose a new --out")
             cohort.load_state_dict(ckpt["cohort"])
             optimizer.load_state_dict(ckpt["optimizer"])
-            if ema is not None:
-                if ckpt.get("ema") is None:
+            if ema is not None:  # with --ema the checkpoint's deployed weights are the average
+                if not ckpt["config"]["train"].get("ema"):
                     raise BadInput(f"--resume: '{last_path}' was trained without --ema", "resume with the run's own options")
-                ema.net.load_state_dict(ckpt["ema"])
+                ema.net.load_state_dict(ckpt["model"])
             start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
             history = list(ckpt.get("history", []))
             reporter(f"resuming {out} at epoch {start_epoch}")
@@ -339,7 +339,7 @@ def train(config: TrainConfig, reporter=None) -> dict:
 
 class WeightAverage:
     """Exponential moving average of a network's weights and BatchNorm statistics (Polyak averaging),
-    kept beside the trained network; the decay ramps up as (1 + step) / (10 + step) early on, so the
+    kept beside the trained network (checkpoints hold it as "model", the deployed weights); the decay ramps up as (1 + step) / (10 + step) early on, so the
     average does not remember the random initialisation."""
 
     def __init__(self, net, decay: float):
@@ -359,7 +359,7 @@ class WeightAverage:
         with torch.no_grad():
             for k, v in self.net.state_dict().items():
                 if v.is_floating_point():
-                    v.lerp_(live[k].detach(), 1.0 - d)
+                    v.lerp_(live[k], 1.0 - d)
                 else:
                     v.copy_(live[k])
 
@@ -368,7 +368,6 @@ def _state(cfg, ncfg, classes, cohort, optimizer, epoch, step, history, metrics,
     deployed = ema.net if ema is not None else cohort.students[0].net
     return {"family": FAMILY, "config": {"net": ncfg.to_dict(), "train": asdict(cfg)}, "classes": list(classes),
             "model": {k: v.detach().cpu() for k, v in deployed.state_dict().items()},
-            "ema": {k: v.detach().cpu() for k, v in ema.net.state_dict().items()} if ema is not None else None,
             "cohort": {k: v.detach().cpu() for k, v in cohort.state_dict().items()},
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
             "epoch": epoch, "step": step, "history": history,
@@ -379,6 +378,5 @@ def _deployable(state: dict) -> dict:
     """The checkpoint to export and evaluate: the first student only (no heads, peer, optimizer)."""
     state = dict(state)
     state.pop("cohort", None)
-    state.pop("ema", None)
     state["optimizer"] = None
     return state
