@@ -59,7 +59,7 @@ ROWS = {
     "att-channel": dict(SHORT, head="arcface", triplet_weight=1.0, random_erasing=0.5, attention="channel"),
 }
 FINAL_160 = dict(width=0.5, train_size=128, input_size=160, epochs=120, head="arcface", triplet_weight=1.0,
-                 random_erasing=0.5, last_stride=2, dropout=0.0)  # dropout: as trained before it became the default
+                 random_erasing=0.5, last_stride=2, dropout=0.0)  # dropout pinned off, as the committed model was trained
 FINAL = dict(FINAL_160, train_size=192, input_size=224, last_stride=1)  # the committed checkpoint
 ROWS["final"] = FINAL
 ROWS["final-last-stride-2"] = dict(FINAL, last_stride=2)  # MobileNet's last stride (committed until 2026-11-21, 2nd change)
@@ -87,8 +87,11 @@ ROWS["final-40ep-last-stride-1-seed-2"] = dict(ROWS["final-40ep-last-stride-1"],
 ROWS["final-40ep-ema"] = dict(FINAL_160, epochs=40, last_stride=1, ema=0.998)  # deploy a moving average of the weights
 ROWS["final-40ep-dropout-0.2"] = dict(FINAL_160, epochs=40, last_stride=1, dropout=0.2)  # dropout before the BN-neck
 ROWS["final-40ep-dropout-0.2-seed-1"] = dict(ROWS["final-40ep-dropout-0.2"], seed=1)  # the same, another seed
+ROWS["final-40ep-dropout-0.2-seed-2"] = dict(ROWS["final-40ep-dropout-0.2"], seed=2)  # and a third, as the baseline has
+ROWS["final-40ep-last-stride-1-seed-3"] = dict(ROWS["final-40ep-last-stride-1"], seed=3)  # a fourth seed of each
+ROWS["final-40ep-dropout-0.2-seed-3"] = dict(ROWS["final-40ep-dropout-0.2"], seed=3)
 ROWS["final-40ep-dropout-0.4"] = dict(FINAL_160, epochs=40, last_stride=1, dropout=0.4)  # more dropout
-ROWS["final-dropout-0.2"] = dict(FINAL, dropout=0.2)  # the committed recipe with dropout, the new default
+ROWS["final-dropout-0.2"] = dict(FINAL, dropout=0.2)  # the committed recipe with dropout (the default on 2026-11-22)
 
 
 def train_row(name: str, threads: int) -> None:
