@@ -295,7 +295,7 @@ def report(args) -> int:
         if final != committed:
             shutil.copyfile(final, committed)
         f["checkpoint"] = {"path": "benchmarks/results/retrieval-grocery.pt",
-                           "bytes": (RESULTS / "retrieval-grocery.pt").stat().st_size}
+                           "bytes": committed.stat().st_size}
         result["final"] = f
     result["search"] = _search_times()
     if carried:

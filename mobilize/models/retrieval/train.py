@@ -340,8 +340,9 @@ def train(config: TrainConfig, reporter=None) -> dict:
 
 class WeightAverage:
     """Exponential moving average of a network's weights and BatchNorm statistics (Polyak averaging),
-    kept beside the trained network (checkpoints hold it as "model", the deployed weights); the decay ramps up as (1 + step) / (10 + step) early on, so the
-    average does not remember the random initialisation."""
+    kept beside the trained network (checkpoints hold it as "model", the deployed weights); the
+    decay ramps up as (1 + step) / (10 + step) early on, so the average does not remember the
+    random initialisation."""
 
     def __init__(self, net, decay: float):
         import copy
