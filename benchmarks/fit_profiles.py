@@ -29,9 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
-from mobilize.devices.fit import fit_predictor, pooled_prior  # noqa: E402
+from mobilize.devices.fit import borrow_unseen, fit_predictor, pooled_prior, seen_kinds  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
-from mobilize.devices.host import l2_cache_bytes  # noqa: E402
 from mobilize.devices.predictor import features, fit  # noqa: E402
 from mobilize.devices.profiles import PROFILES, Profile, load_profile, save_profile  # noqa: E402
 
@@ -64,12 +63,25 @@ def main() -> None:
     configs = published()
     tfeats = {t: {m: features(g, threads=t) for m, g in graphs.items()}
               for t in sorted({c["cfg"]["num_threads"] for c in configs})}
-    own = []
+    own, seen = [], []
     for c in configs:
         feats = tfeats[c["cfg"]["num_threads"]]
         names = sorted(m for m in c["ms"] if m in graphs)
         prices, _ = fit([feats[m] for m in names], [c["ms"][m] for m in names])
         own.append(prices)
+        seen.append(seen_kinds([feats[m] for m in names]))
+
+    def donors(i: int) -> list[tuple[dict, set]]:
+        """The other boards at the same thread class: what a kind board i never ran costs there."""
+        one = configs[i]["cfg"]["num_threads"] == 1
+        return [(own[j], seen[j]) for j, c in enumerate(configs)
+                if j != i and (c["cfg"]["num_threads"] == 1) == one]
+
+    # A kind a board's models never ran (only QRB2210's table has a transformer) would cost its
+    # parent's price there (`gemm` = the 1x1 convolutions'); the boards that ran it say how the two
+    # compare (on QRB2210 a transformer's GEMM MAC costs 2.4-3.6x a 1x1 convolution's).
+    borrowed = [borrow_unseen(own[i], seen[i], donors(i)) for i in range(len(configs))]
+    own = [b[0] for b in borrowed]
 
     for name, threads, desc in (
             ("android-lowend", 4, "Cortex-A53 class phone (Snapdragon 410 / Raspberry Pi 3 class), ncnn, 4 threads"),
@@ -85,6 +97,7 @@ def main() -> None:
         # "device" vs "prior"). The published boards' pooled prices are kept as the prior that
         # `mobilize device calibrate` needs when a team has measured only a few models.
         record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, threads=threads)
+        record["prices"], record["borrowed_prices"] = borrow_unseen(record["prices"], seen[idx], donors(idx))
         record["prior_prices"] = pooled_prior([own[i] for i in same_class])
         # each published board's own prices: `device calibrate` weighs them by how well each
         # explains a team's few models (better than pooling them alike on a held-out board)
@@ -112,7 +125,8 @@ def main() -> None:
         # Fitted on whole-model sums and on every layer on its own: the layers pin what
         # millisecond models cannot (the cost of a dispatch, of a 16-channel convolution), and
         # user models are small. "cached_bytes" is below this machine's per-core L2 (2 MiB here).
-        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, cache_bytes=l2_cache_bytes(),
+        # the cache threshold is the L2 of the machine the layers were timed on, not of the one fitting
+        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, cache_bytes=kern["l2_cache_bytes"],
                                layer_ms={m: kern["layer_ms"][m] for m in ms})
         record["source"] = {"measured": str(KERNELS.relative_to(ROOT)),
                             "statistic": "sum over layers of each layer's fastest run (1 thread, fp32); "

@@ -12,7 +12,7 @@ import pytest
 from mobilize.devices import load_profile
 from mobilize.devices.measurements import benchncnn_input_shapes, read_measurements
 from mobilize.devices.graph import analyse
-from mobilize.devices.predictor import error_summary, features, fit, predict, predict_graph
+from mobilize.devices.predictor import PRICES, error_summary, features, fit, predict, predict_graph
 from mobilize.errors import BadInput
 
 
@@ -248,6 +248,40 @@ def test_shipped_profiles_carry_an_honest_band():
         # the band is what leave-one-model-out errors say
         errs = [abs(math.log(m["loo_predicted_ms"] / m["measured_ms"])) for m in models.values()]
         assert max(float(np.percentile(errs, 90)), math.log(1.10)) == pytest.approx(band["log_p90"], abs=1e-3)
+
+
+def test_a_kind_no_model_ran_borrows_its_ratio_from_boards_that_ran_it():
+    """A board measured on CNNs only never ran a transformer's GEMM: it gets its own 1x1 price times
+    the GEMM / 1x1 ratio of the boards that ran both (geometric mean), the int8 twin keeps its factor;
+    kinds the board saw, and donors that never ran the kind, change nothing."""
+    from mobilize.devices.fit import borrow_unseen
+
+    mine = {k: 1.0 for k in PRICES} | {"conv1x1": 2.0, "gemm": 2.0, "gemm_int8": 1.0}
+    seen = set(PRICES) - {"gemm", "gemm_int8"}
+    ran = set(PRICES)
+    donors = [({**mine, "conv1x1": 1.0, "gemm": 2.0}, ran), ({**mine, "conv1x1": 1.0, "gemm": 8.0}, ran),
+              ({**mine, "conv1x1": 1.0, "gemm": 100.0}, seen)]  # the last never ran a GEMM: not evidence
+    out, borrowed = borrow_unseen(mine, seen, donors)
+    assert out["gemm"] == pytest.approx(2.0 * 4.0)  # sqrt(2 * 8) = 4
+    assert out["gemm_int8"] == pytest.approx(4.0)  # still half the fp32 price
+    assert borrowed == {"gemm": {"ratio_to": "conv1x1", "ratio": 4.0, "donors": 2}}
+    assert {k: v for k, v in out.items() if k not in ("gemm", "gemm_int8")} == \
+        {k: v for k, v in mine.items() if k not in ("gemm", "gemm_int8")}
+    assert borrow_unseen(mine, ran, donors) == (mine, {})  # seen: its own price stays
+    assert borrow_unseen(mine, seen, donors[2:]) == (mine, {})  # nobody ran it: the parent's price stays
+
+
+def test_shipped_profiles_price_a_transformer_gemm_from_the_board_that_ran_one():
+    """The Snapdragon 410 table has no transformer; QRB2210's (also Cortex-A53) has one, whose GEMM
+    MACs cost 2.4x (4 threads) and 3.6x (1 thread) a 1x1 convolution's: the shipped profiles say so
+    instead of pricing a GEMM as a 1x1 convolution."""
+    for name, low, high in (("android-lowend", 2.0, 2.8), ("android-lowend-1t", 3.0, 4.2)):
+        pred = load_profile(name).predictor
+        ratio = pred["prices"]["gemm"] / pred["prices"]["conv1x1"]
+        assert low < ratio < high, (name, ratio)
+        assert pred["borrowed_prices"]["gemm"]["ratio"] == pytest.approx(ratio, rel=1e-3)
+        for board, prices in pred["reference_prices"].items():  # every board's prices, as calibrate's prior
+            assert low < prices["gemm"] / prices["conv1x1"] < high, (name, board)
 
 
 # -- the published tables (../shared/data) ------------------------------------------------------

@@ -18,8 +18,8 @@ import numpy as np
 from ..errors import BadInput
 from .measurements import benchncnn_input_shapes, read_measurements
 from .graph import Graph, analyse
-from .predictor import (CACHE_BYTES, PRICES, UNITS, band_from_errors, error_summary, features, fit, layer_quantities,
-                        predict)
+from .predictor import (CACHE_BYTES, EXTRAS, INT8_TWIN, PRICES, UNITS, band_from_errors, error_summary, features, fit,
+                        layer_quantities, parent_kind, predict)
 from .profiles import Profile, load_profile, save_profile
 
 STRENGTH = 1.0  # prior strength; chosen with the five-model holdout (docs/devices.md)
@@ -199,6 +199,38 @@ def reference_prior(feats: dict[str, dict], ms: dict[str, float], references: di
     evidence = {k: {"weight": round(weights[k], 4), "rms_log_error": round(math.sqrt(sse[k] / len(names)), 5)}
                 for k in sorted(sse, key=sse.get)}
     return pooled_prior(list(references.values()), list(weights[k] for k in references)), evidence
+
+
+def seen_kinds(feats: Sequence[dict]) -> set[str]:
+    """The prices some measured model exercised (an int8 twin's data also pins its fp32 kind)."""
+    seen = {k for k in PRICES if any(f.get(k, 0.0) > 0 for f in feats)}
+    return seen | {INT8_TWIN[k] for k in seen if k in INT8_TWIN}
+
+
+def borrow_unseen(prices: dict[str, float], seen: set[str], donors: Sequence[tuple[dict, set]]) -> tuple[dict, dict]:
+    """Prices of kinds none of a device's models exercised, from devices whose models did.
+
+    `fit` gives an unseen kind its parent kind's price (a transformer's `gemm` the 1x1
+    convolutions'). When other boards measured that kind, its ratio to the parent is evidence
+    and the parent's price is not: each unseen kind takes the parent's price on this device
+    times the geometric mean of that ratio over the donors (prices, seen kinds) that saw both;
+    its int8 twin keeps its factor. Returns the prices and, per borrowed kind, the ratio used
+    and how many donors it came from."""
+    out, borrowed = dict(prices), {}
+    for k in PRICES:
+        parent = parent_kind(k)
+        if k in seen or k in INT8_TWIN or k in EXTRAS or parent is None or parent not in seen:
+            continue
+        logs = [math.log(d[k] / d[parent]) for d, s in donors if k in s and parent in s and d[k] > 0 and d[parent] > 0]
+        if not logs:
+            continue
+        ratio = math.exp(sum(logs) / len(logs))
+        out[k] = prices[parent] * ratio
+        twin = f"{k}_int8"
+        if twin in out and prices.get(k, 0) > 0:
+            out[twin] = out[k] * prices[twin] / prices[k]
+        borrowed[k] = {"ratio_to": parent, "ratio": round(ratio, 4), "donors": len(logs)}
+    return out, borrowed
 
 
 def pooled_prior(price_sets: Sequence[dict], weights: Sequence[float] | None = None) -> dict:
