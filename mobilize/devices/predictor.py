@@ -95,7 +95,13 @@ def parallel_units(c: LayerCost) -> int:
     the count divides by 4 (elempack 4). A 1-D or 2-D blob (a transformer's tokens x features)
     has c == 1: the element-wise layers that loop over channels run on one thread. The dense
     kernels (GEMM tiles, winograd tiles) and the row-parallel LayerNorm / Softmax / Gemm are
-    split finely enough that they are not modelled (0)."""
+    split finely enough that they are not modelled (0), except a group convolution that is not
+    depth-wise: ncnn runs it as one small convolution per group, in turn, each split only over
+    its own (packed) outputs."""
+    group = c.attrs.get("group", 1) if c.kind.removesuffix("_int8") in DENSE else 1
+    if group > 1:
+        per = c.attrs.get("cout", 0) // group
+        return max(1, per // 4 if per % 4 == 0 else per)
     if c.kind.removesuffix("_int8") in DENSE or c.kind in ("gemv",) or c.type in ROW_PARALLEL:
         return 0
     shape = c.out_shape
