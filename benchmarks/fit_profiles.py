@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
-from mobilize.devices.fit import borrow_unseen, fit_predictor, pooled_prior, seen_kinds  # noqa: E402
+from mobilize.devices.fit import OWN_TABLE_STRENGTH, borrow_unseen, fit_predictor, pooled_prior, seen_kinds  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.predictor import features, fit  # noqa: E402
 from mobilize.devices.profiles import PROFILES, Profile, load_profile, save_profile  # noqa: E402
@@ -71,6 +71,18 @@ def main() -> None:
         own.append(prices)
         seen.append(seen_kinds([feats[m] for m in names]))
 
+    def others_without(i: int, held: str | None) -> dict:
+        """The other boards' pooled relative prices at board i's thread class, fitted without `held`."""
+        one = configs[i]["cfg"]["num_threads"] == 1
+        sets = []
+        for j, c in enumerate(configs):
+            if j == i or (c["cfg"]["num_threads"] == 1) != one:
+                continue
+            feats = tfeats[c["cfg"]["num_threads"]]
+            names = sorted(m for m in c["ms"] if m in graphs and m != held)
+            sets.append(own[j] if held not in c["ms"] else fit([feats[m] for m in names], [c["ms"][m] for m in names])[0])
+        return pooled_prior(sets)
+
     def donors(i: int) -> list[tuple[dict, set]]:
         """The other boards at the same thread class: what a kind board i never ran costs there."""
         one = configs[i]["cfg"]["num_threads"] == 1
@@ -91,12 +103,17 @@ def main() -> None:
         cfg = configs[idx]
         same_class = [i for i, c in enumerate(configs) if (c["cfg"]["num_threads"] == 1) == (threads == 1)]
         ms = {m: v for m, v in cfg["ms"].items() if m in graphs}
-        # The Snapdragon 410's own table (31 models) is enough to fit its prices: across the ten
-        # published configurations, leave-one-model-out is better with a device's own table
-        # alone than shrunk towards the other boards (docs/devices.md, latency-predictor.json:
-        # "device" vs "prior"). The published boards' pooled prices are kept as the prior that
-        # `mobilize device calibrate` needs when a team has measured only a few models.
-        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, threads=threads)
+        # The Snapdragon 410's own table (31 models) sets its prices: across the ten published
+        # configurations, leave-one-model-out is better with a device's own table than shrunk
+        # towards the other boards (docs/devices.md, latency-predictor.json: "device" vs "prior"),
+        # except for the fully connected weights' price, which two models of a table cannot pin:
+        # that one leans on the other boards' (OWN_TABLE_STRENGTH). Leave-one-model-out removes
+        # the held-out model from the other boards' prices too. The published boards' pooled
+        # prices are also kept as the prior that `mobilize device calibrate` needs when a team
+        # has measured only a few models.
+        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=others_without(idx, None),
+                               strength=OWN_TABLE_STRENGTH, threads=threads,
+                               prior_without=lambda held, i=idx: others_without(i, held))
         record["prices"], record["borrowed_prices"] = borrow_unseen(record["prices"], seen[idx], donors(idx))
         record["prior_prices"] = pooled_prior([own[i] for i in same_class])
         # each published board's own prices: `device calibrate` weighs them by how well each

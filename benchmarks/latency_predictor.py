@@ -2,9 +2,12 @@
 
 1. Leave-one-model-out, per device configuration: the held-out architecture is removed from
    everything (the pooled prior and the device's own prices), then predicted. Variants:
-     device      the device's own prices only
+     device      the device's own prices, except the fully connected weights' price, which
+                 leans on the other devices' pooled relative prices (OWN_TABLE_STRENGTH: what
+                 the shipped profiles use)
+     own         the device's own prices only (the shipped profiles until 2026-11-22)
      prior       the device's prices shrunk towards the other devices' pooled relative prices
-                 (the prior is fitted without the held-out model too)
+   (the other devices' prices are fitted without the held-out model too)
 2. An unseen device: hold out one board entirely (all its configurations), calibrate from five
    of its models with the other boards as references (as `mobilize device calibrate` does: the
    prior is the boards' prices weighted by how well each explains the five models; "pooled":
@@ -29,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
-from mobilize.devices.fit import STRENGTH, pooled_prior, reference_prior  # noqa: E402
+from mobilize.devices.fit import OWN_TABLE_STRENGTH, STRENGTH, pooled_prior, reference_prior  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.predictor import error_summary, features, fit, predict  # noqa: E402
 
@@ -65,7 +68,7 @@ def thread_features(graphs, configs) -> dict[int, dict]:
 def lomo(graphs, configs, strength) -> dict:
     models = sorted(graphs)
     tfeats = thread_features(graphs, configs)
-    preds = {v: [dict() for _ in configs] for v in ("device", "prior")}
+    preds = {v: [dict() for _ in configs] for v in ("device", "prior", "own")}
     for i, held in enumerate(models):
         t0 = time.time()
         own = [device_prices(tfeats[c["threads"]], c["ms"], sorted(m for m in c["ms"] if m != held)) for c in configs]
@@ -77,7 +80,10 @@ def lomo(graphs, configs, strength) -> dict:
             others = [own[j] for j, o in enumerate(configs) if j != c and (o["threads"] == 1) == (cfg["threads"] == 1)]
             p_prior, _ = fit([feats[m] for m in names], [cfg["ms"][m] for m in names], prior=pooled_prior(others),
                              strength=strength)
-            preds["device"][c][held] = predict(own[c], feats[held])
+            p_own, _ = fit([feats[m] for m in names], [cfg["ms"][m] for m in names], prior=pooled_prior(others),
+                           strength=OWN_TABLE_STRENGTH)
+            preds["own"][c][held] = predict(own[c], feats[held])
+            preds["device"][c][held] = predict(p_own, feats[held])
             preds["prior"][c][held] = predict(p_prior, feats[held])
         print(f"[{i + 1}/{len(models)}] held out {held} ({time.time() - t0:.1f} s)", flush=True)
     out = {}

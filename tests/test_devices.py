@@ -107,6 +107,29 @@ def test_fit_recovers_known_prices(synth_dir):
         assert predict(prices, features(g)) == pytest.approx(ms[n], rel=0.02)
 
 
+def test_a_per_price_strength_leans_only_the_named_prices_on_the_prior(synth_dir):
+    """strength={price: s}: the named price is pulled towards the prior's ratio to the others,
+    the rest only as much as fixes what the data leaves free; a scalar strength pulls them all
+    (the shipped profiles name only the fully connected weights' price, which a table's models
+    barely exercise)."""
+    from mobilize.devices.predictor import FREE_STRENGTH
+
+    graphs = {n: analyse(synth_dir / f"{n}.param") for n in SYNTH}
+    truth = dict(load_profile("android-lowend-1t").predictor["prices"])
+    feats = [features(g) for g in graphs.values()]
+    ms = [predict(truth, f) for f in feats]
+    prior = dict(truth, conv1x1=truth["conv1x1"] * 3, dwconv=truth["dwconv"] * 3)  # two ratios wrong
+
+    def rel(strength, k):  # a fitted price relative to the 3x3 convolutions', over the truth's
+        p, _ = fit(feats, ms, prior=prior, strength=strength)
+        return p[k] / p["conv3x3_winograd"] / (truth[k] / truth["conv3x3_winograd"])
+
+    # measured: conv1x1 0.95 free, 1.26 named, 1.55 all at 1.0; dwconv 0.97 named, 2.49 all at 1.0
+    assert rel({"conv1x1": 1.0}, "conv1x1") > rel(FREE_STRENGTH, "conv1x1") + 0.2
+    assert rel({"conv1x1": 1.0}, "dwconv") == pytest.approx(1.0, abs=0.1)
+    assert rel(1.0, "dwconv") > 2.0
+
+
 def test_layer_rows_pin_prices_whole_models_cannot_and_leave_one_out_drops_them(synth_dir):
     """Layer-level evidence (each layer timed alone) recovers prices that whole models cannot
     separate from each other, and a held-out model's layers are held out too."""
@@ -124,8 +147,9 @@ def test_layer_rows_pin_prices_whole_models_cannot_and_leave_one_out_drops_them(
     whole = fit_predictor(graphs, ms)["prices"]
     for k in ("layer", "bytes", "dwconv", "conv1x1"):
         assert rec["prices"][k] == pytest.approx(truth[k], rel=0.02), k
-    # whole models alone: the sums fit, but bytes come out 1.9x, depthwise 0.55x, 1x1 0.77x (measured)
-    for k in ("bytes", "dwconv", "conv1x1"):
+    # whole models alone: the sums fit, but bytes come out 1.65x, depthwise 0.57x (1x1 0.83x)
+    # (measured with the profile of 2026-11-22; 1.9x / 0.55x / 0.77x with the one before)
+    for k in ("bytes", "dwconv"):
         assert whole[k] != pytest.approx(truth[k], rel=0.2), k
     layer_ms["tiny"] = {k: 5 * v for k, v in layer_ms["tiny"].items()}  # inconsistent with its own sum
     rec = fit_predictor(graphs, ms, layer_ms=layer_ms)

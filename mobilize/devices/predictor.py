@@ -196,8 +196,11 @@ def tie_matrix() -> np.ndarray:
     return B
 
 
+FREE_STRENGTH = 1e-3  # a prior this weak only fixes the prices the data leaves free
+
+
 def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None = None,
-        prior: dict[str, float] | None = None, strength: float = 1.0, iters: int = 200,
+        prior: dict[str, float] | None = None, strength: float | dict[str, float] = 1.0, iters: int = 200,
         weights: Sequence[float] | None = None) -> tuple[dict, list[float]]:
     """Prices (shared) and one log speed factor per group, minimising squared log error.
 
@@ -205,6 +208,8 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
     strength * sum_k (log p_k - log prior_k - s)^2 keeps each price near the prior's up to a
     common factor e^s that is free: the prior says how kernels compare, the data how fast
     the device is. Prices the data cannot see (a kind absent from every row) follow the prior.
+    strength may be a {price: strength} dict: those prices lean on the prior that much, the
+    others only as much as fixes what the data leaves free (FREE_STRENGTH).
     An int8 convolution's price is tied to its fp32 kind's by one int8 factor (`tie_matrix`),
     so int8 models at different shapes inform one number instead of a price per shape.
     """
@@ -217,7 +222,7 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
     ng = int(g.max()) + 1
     if prior is None:
         u0 = _default_prior(X, y)
-        strength = 1e-3  # only to fix prices the data leaves free
+        strength = FREE_STRENGTH
         seen = X.sum(0) > 0
         for twin, base_kind in INT8_TWIN.items():  # start the int8 factor at 1
             i, j = PRICES.index(twin), PRICES.index(base_kind)
@@ -234,7 +239,8 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
     theta = np.concatenate([v0 + s_init * (np.arange(kf) < kf - 1), np.zeros(ng), [s_init]])
     offsets = [float(np.median((y - base - s_init)[g == j])) if np.any(g == j) else 0.0 for j in range(ng)]
     theta[kf:kf + ng] = np.asarray(offsets) - offsets[0]  # group 0 is the reference (offset pinned at 0)
-    lam = math.sqrt(strength)
+    lam = np.sqrt([strength.get(p, FREE_STRENGTH) for p in PRICES]) if isinstance(strength, dict) \
+        else np.full(k, math.sqrt(strength))
     sw = np.sqrt(np.ones(n) if weights is None else np.asarray(weights, dtype=float))
     mu = 1e-2
 
@@ -252,7 +258,7 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
         share = X * np.exp(u)[None, :] / np.maximum(pred, 1e-300)[:, None]
         J[:n, :kf] = (share @ B) * sw[:, None]
         J[np.arange(n), kf + g] = sw
-        J[n:n + k, :kf] = lam * B
+        J[n:n + k, :kf] = lam[:, None] * B
         J[n:n + k, -1] = -lam
         J[n + k, kf] = 10.0
         return J
