@@ -71,12 +71,17 @@ def main() -> None:
         own.append(prices)
         seen.append(seen_kinds([feats[m] for m in names]))
 
+    def same_class(i: int) -> list[int]:
+        """The configurations at board i's thread class (one thread, or several), i included."""
+        one = configs[i]["cfg"]["num_threads"] == 1
+        return [j for j, c in enumerate(configs) if (c["cfg"]["num_threads"] == 1) == one]
+
     def others_without(i: int, held: str | None) -> dict:
         """The other boards' pooled relative prices at board i's thread class, fitted without `held`."""
-        one = configs[i]["cfg"]["num_threads"] == 1
         sets = []
-        for j, c in enumerate(configs):
-            if j == i or (c["cfg"]["num_threads"] == 1) != one:
+        for j in same_class(i):
+            c = configs[j]
+            if j == i:
                 continue
             feats = tfeats[c["cfg"]["num_threads"]]
             names = sorted(m for m in c["ms"] if m in graphs and m != held)
@@ -85,9 +90,7 @@ def main() -> None:
 
     def donors(i: int) -> list[tuple[dict, set]]:
         """The other boards at the same thread class: what a kind board i never ran costs there."""
-        one = configs[i]["cfg"]["num_threads"] == 1
-        return [(own[j], seen[j]) for j, c in enumerate(configs)
-                if j != i and (c["cfg"]["num_threads"] == 1) == one]
+        return [(own[j], seen[j]) for j in same_class(i) if j != i]
 
     # A kind a board's models never ran (only QRB2210's table has a transformer) would cost its
     # parent's price there (`gemm` = the 1x1 convolutions'); the boards that ran it say how the two
@@ -101,7 +104,7 @@ def main() -> None:
         idx = next(i for i, c in enumerate(configs)
                    if c["device"].startswith(SD410) and c["cfg"]["num_threads"] == threads)
         cfg = configs[idx]
-        same_class = [i for i, c in enumerate(configs) if (c["cfg"]["num_threads"] == 1) == (threads == 1)]
+        peers = same_class(idx)
         ms = {m: v for m, v in cfg["ms"].items() if m in graphs}
         # The Snapdragon 410's own table (31 models) sets its prices: across the ten published
         # configurations, leave-one-model-out is better with a device's own table than shrunk
@@ -115,14 +118,14 @@ def main() -> None:
                                strength=OWN_TABLE_STRENGTH, threads=threads,
                                prior_without=lambda held, i=idx: others_without(i, held))
         record["prices"], record["borrowed_prices"] = borrow_unseen(record["prices"], seen[idx], donors(idx))
-        record["prior_prices"] = pooled_prior([own[i] for i in same_class])
+        record["prior_prices"] = pooled_prior([own[i] for i in peers])
         # each published board's own prices: `device calibrate` weighs them by how well each
         # explains a team's few models (better than pooling them alike on a held-out board)
-        record["reference_prices"] = {config_label(configs[i]): own[i] for i in same_class}
+        record["reference_prices"] = {config_label(configs[i]): own[i] for i in peers}
         record["prior"] = f"published low-end boards at {'1 thread' if threads == 1 else 'several threads'}"
         record["source"] = {"published": cfg["source"], "device": cfg["device"], "config": cfg["cfg"],
                             "prior_devices": sorted({f"{configs[i]['device'].split('(')[0].strip()} "
-                                                     f"({configs[i]['cfg']['num_threads']}t)" for i in same_class})}
+                                                     f"({configs[i]['cfg']['num_threads']}t)" for i in peers})}
         profile = Profile(name=name, kind="predicted", description=desc, runtimes=["ncnn"], threads=threads,
                           predictor=record, notes=[
                               "latency is predicted from the ncnn graph: per-layer MACs, bytes and dispatches "
@@ -141,8 +144,8 @@ def main() -> None:
         ms = {m: v for m, v in kern["sum_ms"].items() if m in graphs and v > 0}
         # Fitted on whole-model sums and on every layer on its own: the layers pin what
         # millisecond models cannot (the cost of a dispatch, of a 16-channel convolution), and
-        # user models are small. "cached_bytes" is below this machine's per-core L2 (2 MiB here).
-        # the cache threshold is the L2 of the machine the layers were timed on, not of the one fitting
+        # user models are small. "cached_bytes" is below the per-core L2 of the machine the layers
+        # were timed on (recorded with them), not of the one fitting.
         record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, cache_bytes=kern["l2_cache_bytes"],
                                layer_ms={m: kern["layer_ms"][m] for m in ms})
         record["source"] = {"measured": str(KERNELS.relative_to(ROOT)),

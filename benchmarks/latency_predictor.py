@@ -78,12 +78,12 @@ def lomo(graphs, configs, strength) -> dict:
             feats = tfeats[cfg["threads"]]
             names = sorted(m for m in cfg["ms"] if m != held)
             others = [own[j] for j, o in enumerate(configs) if j != c and (o["threads"] == 1) == (cfg["threads"] == 1)]
-            p_prior, _ = fit([feats[m] for m in names], [cfg["ms"][m] for m in names], prior=pooled_prior(others),
-                             strength=strength)
-            p_own, _ = fit([feats[m] for m in names], [cfg["ms"][m] for m in names], prior=pooled_prior(others),
-                           strength=OWN_TABLE_STRENGTH)
+            x, y = [feats[m] for m in names], [cfg["ms"][m] for m in names]
+            prior = pooled_prior(others)
+            p_prior, _ = fit(x, y, prior=prior, strength=strength)
+            p_device, _ = fit(x, y, prior=prior, strength=OWN_TABLE_STRENGTH)
             preds["own"][c][held] = predict(own[c], feats[held])
-            preds["device"][c][held] = predict(p_own, feats[held])
+            preds["device"][c][held] = predict(p_device, feats[held])
             preds["prior"][c][held] = predict(p_prior, feats[held])
         print(f"[{i + 1}/{len(models)}] held out {held} ({time.time() - t0:.1f} s)", flush=True)
     out = {}

@@ -120,14 +120,16 @@ def test_a_per_price_strength_leans_only_the_named_prices_on_the_prior(synth_dir
     ms = [predict(truth, f) for f in feats]
     prior = dict(truth, conv1x1=truth["conv1x1"] * 3, dwconv=truth["dwconv"] * 3)  # two ratios wrong
 
-    def rel(strength, k):  # a fitted price relative to the 3x3 convolutions', over the truth's
-        p, _ = fit(feats, ms, prior=prior, strength=strength)
+    free, named, everything = (fit(feats, ms, prior=prior, strength=s)[0]
+                               for s in (FREE_STRENGTH, {"conv1x1": 1.0}, 1.0))
+
+    def rel(p, k):  # a fitted price relative to the 3x3 convolutions', over the truth's
         return p[k] / p["conv3x3_winograd"] / (truth[k] / truth["conv3x3_winograd"])
 
     # measured: conv1x1 0.95 free, 1.26 named, 1.55 all at 1.0; dwconv 0.97 named, 2.49 all at 1.0
-    assert rel({"conv1x1": 1.0}, "conv1x1") > rel(FREE_STRENGTH, "conv1x1") + 0.2
-    assert rel({"conv1x1": 1.0}, "dwconv") == pytest.approx(1.0, abs=0.1)
-    assert rel(1.0, "dwconv") > 2.0
+    assert rel(named, "conv1x1") > rel(free, "conv1x1") + 0.2
+    assert rel(named, "dwconv") == pytest.approx(1.0, abs=0.1)
+    assert rel(everything, "dwconv") > 2.0
 
 
 def test_layer_rows_pin_prices_whole_models_cannot_and_leave_one_out_drops_them(synth_dir):

@@ -98,11 +98,12 @@ def parallel_units(c: LayerCost) -> int:
     split finely enough that they are not modelled (0), except a group convolution that is not
     depth-wise: ncnn runs it as one small convolution per group, in turn, each split only over
     its own (packed) outputs."""
-    group = c.attrs.get("group", 1) if c.kind.removesuffix("_int8") in DENSE else 1
+    dense = c.kind.removesuffix("_int8") in DENSE
+    group = c.attrs.get("group", 1) if dense else 1
     if group > 1:
         per = c.attrs.get("cout", 0) // group
         return max(1, per // 4 if per % 4 == 0 else per)
-    if c.kind.removesuffix("_int8") in DENSE or c.kind in ("gemv",) or c.type in ROW_PARALLEL:
+    if dense or c.kind in ("gemv",) or c.type in ROW_PARALLEL:
         return 0
     shape = c.out_shape
     if len(shape) < 3:
