@@ -3,7 +3,7 @@
 The kernel-level data behind the shape-aware kernel model (see mobilize/devices/kernels.py):
 what a layer of a given shape costs on one core, measured as the minimum over repeats.
 
-    .venv/bin/python benchmarks/latency_host_kernels.py [--passes 2]
+    .venv/bin/python benchmarks/latency_host_kernels.py [--passes 4]
         -> benchmarks/results/latency-host-kernels.json
 """
 
@@ -29,7 +29,7 @@ OUT = ROOT / "benchmarks" / "results" / "latency-host-kernels.json"
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--passes", type=int, default=2, help="independent passes; the minimum per layer is kept")
+    ap.add_argument("--passes", type=int, default=4, help="independent passes; the minimum per layer is kept")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     params = sorted(DATA.glob("*.param"))
