@@ -154,3 +154,30 @@ def test_bench_table_saved_as_json_and_markdown(artifact, tmp_path, run_cli):
     assert saved["rows"] == result["rows"]
     md = (tmp_path / "bench.md").read_text()
     assert "| format | status | size MB |" in md and "android-lowend ms (pred.)" in md
+
+
+def test_prediction_outside_the_calibrated_range_says_so(tmp_path, run_cli):
+    from mobilize.devices.check import extrapolation_note
+    from mobilize.devices.predictor import calibrated_range
+
+    from test_devices import write_param
+
+    profile = load_profile("android-lowend")
+    lo, hi = calibrated_range(profile.predictor)
+    models = profile.predictor["calibration"]["models"]
+    assert (lo, hi) == (min(m["measured_ms"] for m in models.values()), max(m["measured_ms"] for m in models.values()))
+    tiny = write_param(tmp_path / "tiny.param", 32, [8, 8], True, 4)
+    large = write_param(tmp_path / "large.param", 224, [32, 64, 128], False, 1000)
+    assert predict_graph(profile.predictor, analyse(tiny)) < lo / 5
+    assert lo * 2 < predict_graph(profile.predictor, analyse(large)) < hi / 2
+
+    code, out, _ = run_cli("check", tiny, "--device", "android-lowend", "--json")
+    row = json.loads(out)["runtimes"]["ncnn"]
+    assert code == 0 and row["calibrated_range_ms"] == [round(lo, 3), round(hi, 3)]
+    assert row["note"].startswith(f"extrapolated: below the fastest model this profile was calibrated on ({lo:.3g} ms)")
+    code, out, _ = run_cli("check", tiny, "--device", "android-lowend")
+    assert code == 0 and f"note (ncnn): extrapolated: below the fastest model" in out
+    code, out, _ = run_cli("check", large, "--device", "android-lowend", "--json")
+    assert code == 0 and "note" not in json.loads(out)["runtimes"]["ncnn"]
+    assert extrapolation_note(2 * hi, (lo, hi)) == f"extrapolated: above the slowest model this profile was calibrated on ({hi:.3g} ms)"
+    assert extrapolation_note((lo + hi) / 2, (lo, hi)) is None

@@ -51,6 +51,8 @@ def run(args) -> int:
         for r in result.rows:
             if r.get("error"):
                 print(f"{r['runtime']}: {r['error']}")
+            if r.get("note"):
+                print(f"note ({r['runtime']}): {r['note']}")
             if r.get("top_layers"):
                 print(f"\nheaviest layers ({r['runtime']}, predicted on {result.device}):")
                 print(layers_table(r["top_layers"]))

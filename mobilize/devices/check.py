@@ -82,17 +82,36 @@ def _ncnn_graph(target: Path, manifest: Manifest | None, input_shapes) -> Graph:
 def predict_rows(profile: Profile, graph: Graph, top: int = 5) -> list[dict]:
     import math
 
-    from .predictor import layer_breakdown, predict_graph
+    from .predictor import calibrated_range, layer_breakdown, predict_graph
 
     ms = predict_graph(profile.predictor, graph)
     band = profile.band
     layers = sorted(layer_breakdown(profile.predictor, graph), key=lambda r: -r["ms"])[:top]
     for r in layers:
         r["share"] = r["ms"] / ms if ms > 0 else 0.0
-    return [{"runtime": "ncnn", "method": "predicted", "latency_ms": round(ms, 3),
-             "low_ms": round(ms * math.exp(-band), 3), "high_ms": round(ms * math.exp(band), 3),
-             "threads": profile.threads, "macs": graph.macs,
-             "top_layers": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in layers]}]
+    row = {"runtime": "ncnn", "method": "predicted", "latency_ms": round(ms, 3),
+           "low_ms": round(ms * math.exp(-band), 3), "high_ms": round(ms * math.exp(band), 3),
+           "threads": profile.threads, "macs": graph.macs,
+           "top_layers": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in layers]}
+    span = calibrated_range(profile.predictor)
+    if span:
+        row["calibrated_range_ms"] = [round(span[0], 3), round(span[1], 3)]
+        note = extrapolation_note(ms, span)
+        if note:
+            row["note"] = note
+    return [row]
+
+
+def extrapolation_note(ms: float, span: tuple[float, float]) -> str | None:
+    """Why a prediction outside the range of the models behind the profile deserves less trust."""
+    lo, hi = span
+    if ms < lo:
+        return (f"extrapolated: below the fastest model this profile was calibrated on ({lo:.3g} ms); its band "
+                f"was measured on larger models, and in a small one fixed per-layer costs weigh more, so the "
+                f"error can be larger")
+    if ms > hi:
+        return f"extrapolated: above the slowest model this profile was calibrated on ({hi:.3g} ms)"
+    return None
 
 
 def _host_rows(profile: Profile, target: Path, manifest: Manifest | None, graph_shapes, threads, runtimes,

@@ -167,6 +167,18 @@ def predict_graph(predictor: dict, graph: Graph) -> float:
     return predict(predictor["prices"], features(graph, **record_settings(predictor)))
 
 
+def calibrated_range(predictor: dict) -> tuple[float, float] | None:
+    """The fastest and slowest measured model a predictor record was fitted on (ms), if it says.
+
+    Its error band was measured inside that range; below it, fixed per-layer costs weigh more
+    than in any model it was checked on (docs/devices.md: on the host, models under 0.1 ms were
+    predicted up to 47% too fast; on the published boards at 4 threads the fastest, blazeface,
+    25-59% too slow)."""
+    models = predictor.get("calibration", {}).get("models", {})
+    ms = [m["measured_ms"] for m in models.values() if m.get("measured_ms")]
+    return (min(ms), max(ms)) if ms else None
+
+
 def layer_breakdown(predictor: dict, graph: Graph) -> list[dict]:
     """Each layer's predicted share, in ms, with a profile's predictor record (Qualcomm AI
     Hub's per-layer view, predicted)."""
