@@ -154,6 +154,10 @@ def test_bench_table_saved_as_json_and_markdown(artifact, tmp_path, run_cli):
     assert saved["rows"] == result["rows"]
     md = (tmp_path / "bench.md").read_text()
     assert "| format | status | size MB |" in md and "android-lowend ms (pred.)" in md
+    # a 64x64 network is far below the fastest model android-lowend was calibrated on: the bench says so
+    note = rows["ncnn"]["notes"]["android-lowend"]
+    assert note.startswith("extrapolated: below the fastest model this profile was calibrated on")
+    assert f"Note, ncnn on android-lowend: {note}" in md and "host" not in rows["ncnn"].get("notes", {})
 
 
 def test_prediction_outside_the_calibrated_range_says_so(tmp_path, run_cli):

@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from .._ui import table
-    from ..devices.bench import DEFAULT_DEVICES, bench, table_rows
+    from ..devices.bench import DEFAULT_DEVICES, bench, note_lines, table_rows
 
     result = bench(args.source, args.device or DEFAULT_DEVICES, args.data, args.out, input_shape=args.input_shape,
                    reporter=reporter(args))
@@ -40,5 +40,7 @@ def run(args) -> int:
     for r in result["rows"]:
         if r.get("error"):
             print(f"{r['format']}: {r['error']}")
+    for line in note_lines(result):
+        print(f"note: {line}")
     print("saved: " + ", ".join(result["files"]))
     return 0

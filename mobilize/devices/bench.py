@@ -96,6 +96,8 @@ def bench(source: str | Path, devices: Sequence[str] = DEFAULT_DEVICES, data: st
                 if rows["ncnn"]["status"] == "ok":
                     r = check(directory, profile, store=True, reporter=log)
                     rows["ncnn"]["latency_ms"][profile.name] = r.rows[0]["latency_ms"]
+                    if r.rows[0].get("note"):  # outside the range the profile was calibrated on
+                        rows["ncnn"].setdefault("notes", {})[profile.name] = r.rows[0]["note"]
             elif profile.kind == "host":
                 wanted = [f for f in profile.runtimes if rows.get(f, {}).get("status") == "ok"]
                 if wanted:
@@ -160,7 +162,13 @@ def markdown(result: dict) -> str:
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in body]
     lines += ["", "Latency: median of repeated runs where measured; `(pred.)` columns are predicted from the ncnn "
               "graph (see docs/devices.md). FPS = 1000 / latency on the first device.", ""]
+    lines += [f"Note, {line}" for line in note_lines(result)] + ([""] if note_lines(result) else [])
     return "\n".join(lines)
+
+
+def note_lines(result: dict) -> list[str]:
+    """"FORMAT on DEVICE: note" for each prediction that carries a note (e.g. extrapolated)."""
+    return [f"{r['format']} on {device}: {note}" for r in result["rows"] for device, note in r.get("notes", {}).items()]
 
 
 def _write(path: Path, text: str) -> None:
