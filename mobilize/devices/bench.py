@@ -162,7 +162,8 @@ def markdown(result: dict) -> str:
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in body]
     lines += ["", "Latency: median of repeated runs where measured; `(pred.)` columns are predicted from the ncnn "
               "graph (see docs/devices.md). FPS = 1000 / latency on the first device.", ""]
-    lines += [f"Note, {line}" for line in note_lines(result)] + ([""] if note_lines(result) else [])
+    notes = note_lines(result)
+    lines += [f"Note, {line}" for line in notes] + ([""] if notes else [])
     return "\n".join(lines)
 
 
