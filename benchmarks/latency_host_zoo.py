@@ -3,8 +3,11 @@
 Each zoo model is exported to ncnn (at its own input size, and the image models also at
 224x224, so the check covers the sizes apps use), measured on this machine the benchncnn way
 (1 thread, each layer alone, its fastest run over several passes kept: on a shared machine other
-jobs only ever add time; the host profile was calibrated on the same statistic), and predicted by the host profile, which was calibrated on the benchncnn
-architectures only.
+jobs only ever add time; the host profile was calibrated on the same statistic), and predicted by
+the host profile, which was calibrated on the benchncnn architectures only. With
+../shared/data/benchncnn present, each architecture is also predicted by a host predictor
+calibrated on benchncnn plus the other zoo architectures (`with_other_zoo_models`). Run it right after
+latency_host_kernels.py and fit_profiles.py: timings on this shared machine drift between hours.
 
     .venv/bin/python benchmarks/latency_host_zoo.py [--passes 6] [--rounds 3]
         -> benchmarks/results/latency-host-zoo.json
@@ -26,13 +29,16 @@ sys.path.insert(0, str(ROOT))
 from mobilize import export  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.host import measure_param  # noqa: E402
-from mobilize.devices.fit import LAYER_FLOOR_MS  # noqa: E402
+from mobilize.devices.fit import LAYER_FLOOR_MS, fit_predictor  # noqa: E402
+from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.kernels import KernelTimer, time_graph_layers  # noqa: E402
 from mobilize.devices.predictor import error_summary, predict_graph  # noqa: E402
 from mobilize.devices.profiles import load_profile  # noqa: E402
 from mobilize.models.zoo import ZOO  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "latency-host-zoo.json"
+KERNELS = ROOT / "benchmarks" / "results" / "latency-host-kernels.json"
+BENCHNCNN = ROOT.parent / "shared" / "data" / "benchncnn"
 REPEATABLE_PCT = 10  # models whose measurement repeats worse than this are reported apart
 
 
@@ -47,6 +53,26 @@ def repeatability(passes: list[dict[str, float]]) -> float:
     half = max(1, len(passes) // 2)
     a, b = layer_sum(passes[:half]), layer_sum(passes[half:])
     return round((max(a, b) / min(a, b) - 1) * 100, 1)
+
+
+def with_other_zoo_models(graphs: dict, measured: dict[str, float], layer_ms: dict[str, dict[str, float]]) -> dict:
+    """The remedy docs/devices.md offers for unseen shapes, tried here: calibrate with models like
+    the ones predicted. Each zoo architecture (both its sizes) is predicted by a host predictor
+    fitted as the shipped one (benchncnn whole models and layers) plus the other zoo
+    architectures' models and layers. Needs ../shared/data/benchncnn."""
+    kern = json.loads(KERNELS.read_text())
+    bench = {p.stem: analyse(p, benchncnn_input_shapes(p)) for p in sorted(BENCHNCNN.glob("*.param"))}
+    bench = {m: g for m, g in bench.items() if kern["sum_ms"].get(m, 0) > 0}
+    predicted = {}
+    for arch in sorted({label.split("@")[0] for label in graphs}):
+        others = {k: g for k, g in graphs.items() if k.split("@")[0] != arch}
+        record = fit_predictor(bench | others, {m: kern["sum_ms"][m] for m in bench} | {k: measured[k] for k in others},
+                               cache_bytes=kern["l2_cache_bytes"], loo=False,
+                               layer_ms={m: kern["layer_ms"][m] for m in bench} | {k: layer_ms[k] for k in others})
+        for label in graphs:
+            if label.split("@")[0] == arch:
+                predicted[label] = predict_graph(record, graphs[label])
+    return predicted
 
 
 def cases() -> list[tuple[str, str, list | None]]:
@@ -99,6 +125,8 @@ def main() -> None:
             print(f"round {r + 1}/{args.rounds} done", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    layer_ms = {k: {name: min(p[name] for p in v) for name in v[0]} for k, v in layer_passes.items()}
+    others = with_other_zoo_models(graphs, kernel_sum, layer_ms) if BENCHNCNN.is_dir() else {}
     rows = {}
     for label, g in graphs.items():
         measured = kernel_sum[label]
@@ -106,7 +134,11 @@ def main() -> None:
         rows[label] = {"macs": g.macs, "measured_ms": round(measured, 4), "predicted_ms": round(predicted, 4),
                        "error_pct": round((predicted / measured - 1) * 100, 1),
                        "repeatability_pct": repeatability(layer_passes[label]),
-                       "whole_model_fastest_ms": round(min(rounds[label]), 4), "whole_model_rounds_ms": rounds[label]}
+                       "whole_model_fastest_ms": round(min(rounds[label]), 4), "whole_model_rounds_ms": rounds[label],
+                       "layer_ms": {k: round(v, 5) for k, v in layer_ms[label].items()}}
+        if label in others:
+            rows[label]["with_other_zoo_models"] = {"predicted_ms": round(others[label], 4),
+                                                    "error_pct": round((others[label] / measured - 1) * 100, 1)}
         print(f"{label:36s} measured {measured:8.3f} ms  predicted {predicted:8.3f} ms  "
               f"{rows[label]['error_pct']:+6.1f}%")
     labels = sorted(rows)
@@ -121,6 +153,11 @@ def main() -> None:
               "summary": summary, "summary_models_over_1ms": summary_big,
               f"summary_repeatable_within_{REPEATABLE_PCT}pct": summary_rep, "unrepeatable": sorted(set(labels) - set(rep)),
               "models": rows}
+    if others:
+        result["summary_with_other_zoo_models"] = error_summary([others[k] for k in labels], [rows[k]["measured_ms"] for k in labels])
+        result["with_other_zoo_models"] = ("each architecture (both sizes) predicted by a host predictor calibrated on "
+                                     "benchncnn plus the other zoo architectures (whole models and layers)")
+        print("with the other zoo models in calibration:", json.dumps(result["summary_with_other_zoo_models"]))
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(summary), json.dumps(summary_big), json.dumps(summary_rep))
     print(f"wrote {args.out}")

@@ -172,8 +172,8 @@ def calibrated_range(predictor: dict) -> tuple[float, float] | None:
 
     Its error band was measured inside that range; below it, fixed per-layer costs weigh more
     than in any model it was checked on (docs/devices.md: on the host, models under 0.1 ms were
-    predicted up to 47% too fast; on the published boards at 4 threads the fastest, blazeface,
-    25-59% too slow)."""
+    mostly predicted 20-47% too fast; on the published boards at 4 threads the fastest,
+    blazeface, 25-59% too slow)."""
     models = predictor.get("calibration", {}).get("models", {})
     ms = [m["measured_ms"] for m in models.values() if m.get("measured_ms")]
     return (min(ms), max(ms)) if ms else None
