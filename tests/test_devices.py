@@ -181,6 +181,8 @@ def _calibrate_phone(synth_dir, tmp_path, run_cli, relative_prices, extra=()):
                                 "--models", synth_dir, "--out", out, "--threads", "1", *extra)
     assert code == 0, err
     assert "leave-one-model-out" in stdout
+    lo, hi = min(measured.values()), max(measured.values())
+    assert f"calibrated on models from {lo:.3g} to {hi:.3g} ms; `check` flags a prediction outside" in stdout
     profile = load_profile(str(out))
     assert profile.kind == "predicted" and profile.threads == 1 and profile.name == "my-phone"
     assert set(profile.predictor["calibration"]["models"]) == set(measured)

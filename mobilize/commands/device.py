@@ -54,15 +54,17 @@ def run(args) -> int:
         print_json(profile.to_dict())
         return 0
     from ..devices import calibrate
+    from ..devices.predictor import calibrated_range
 
     profile = calibrate(args.name, args.measurements, args.models, args.out, threads=args.threads,
                         prior=args.prior, description=args.description, reporter=reporter(args))
     band = profile.predictor.get("error_band", {})
     loo = band.get("loo", {})
+    lo, hi = calibrated_range(profile.predictor)
     if args.json:
         print_json({"profile": str(args.out), "name": profile.name, "threads": profile.threads,
                     "models": len(profile.predictor["calibration"]["models"]), "loo": loo,
-                    "error_band_log": band.get("log_p90"),
+                    "error_band_log": band.get("log_p90"), "calibrated_range_ms": [lo, hi],
                     "prior_references": profile.predictor.get("prior_references")})
     else:
         import math
@@ -72,6 +74,8 @@ def run(args) -> int:
         if loo:
             print(f"leave-one-model-out error: median {loo['median_abs_pct']:.1f}%, 90th percentile "
                   f"{loo['p90_abs_pct']:.1f}%; predictions are reported with a x{math.exp(band['log_p90']):.2f} band")
+        print(f"calibrated on models from {lo:.3g} to {hi:.3g} ms; `check` flags a prediction outside that "
+              f"range as extrapolated")
         refs = profile.predictor.get("prior_references")
         if refs:
             board, e = next(iter(refs.items()))
