@@ -42,9 +42,15 @@ BENCHNCNN = ROOT.parent / "shared" / "data" / "benchncnn"
 REPEATABLE_PCT = 10  # models whose measurement repeats worse than this are reported apart
 
 
+def fastest(passes: list[dict[str, float]]) -> dict[str, float]:
+    """Each layer's fastest run over the passes."""
+    return {name: min(p[name] for p in passes) for name in passes[0]}
+
+
 def layer_sum(passes: list[dict[str, float]]) -> float:
-    """Sum over layers of each layer's fastest run over the passes."""
-    return sum(max(min(p[name] for p in passes), LAYER_FLOOR_MS) for name in passes[0])
+    """Sum over layers of each layer's fastest run over the passes (a layer at or below the empty
+    network's overhead counts as LAYER_FLOOR_MS, as in calibration)."""
+    return sum(max(v, LAYER_FLOOR_MS) for v in fastest(passes).values())
 
 
 def repeatability(passes: list[dict[str, float]]) -> float:
@@ -113,8 +119,7 @@ def main() -> None:
                 layer_passes[label].append(time_graph_layers(params[label], g, timer))
             timer.close()
             print(f"layer pass {p_ + 1}/{args.passes} done", flush=True)
-        # each layer's fastest run over the passes, summed, as in calibration (latency_host_kernels.py);
-        # a layer at or below the empty network's overhead counts as LAYER_FLOOR_MS
+        # each layer's fastest run over the passes, summed, as in calibration (latency_host_kernels.py)
         kernel_sum = {k: layer_sum(v) for k, v in layer_passes.items()}
         rounds: dict[str, list[float]] = {k: [] for k in graphs}
         for r in range(args.rounds):
@@ -125,7 +130,7 @@ def main() -> None:
             print(f"round {r + 1}/{args.rounds} done", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    layer_ms = {k: {name: min(p[name] for p in v) for name in v[0]} for k, v in layer_passes.items()}
+    layer_ms = {k: fastest(v) for k, v in layer_passes.items()}
     others = with_other_zoo_models(graphs, kernel_sum, layer_ms) if BENCHNCNN.is_dir() else {}
     rows = {}
     for label, g in graphs.items():
