@@ -141,25 +141,45 @@ def test_layer_rows_pin_prices_whole_models_cannot_and_leave_one_out_drops_them(
     graphs = {n: analyse(synth_dir / f"{n}.param") for n in SYNTH}
     truth = dict(load_profile("android-lowend-1t").predictor["prices"])
     truth["layer"] = 0.02  # 20 us per dispatch: what a tiny model is made of
+    truth["conv_layer"] = 0.05  # and 50 us more per convolution (its fixed set-up)
     layer_ms = {n: {c.name: sum(truth[k] * v for k, v in layer_quantities(c).items())
                     for c in g.layers if c.kind != "free"} for n, g in graphs.items()}
     ms = {n: sum(d.values()) for n, d in layer_ms.items()}
     rec = fit_predictor(graphs, ms, layer_ms=layer_ms)
     assert rec["calibration"]["layer_rows"] == sum(len(d) for d in layer_ms.values())
     whole = fit_predictor(graphs, ms)["prices"]
-    for k in ("layer", "bytes", "dwconv", "conv1x1"):
+    for k in ("layer", "conv_layer", "bytes", "dwconv", "conv1x1"):
         assert rec["prices"][k] == pytest.approx(truth[k], rel=0.02), k
-    # whole models alone: the sums fit, but bytes come out 1.65x, depthwise 0.57x (1x1 0.83x)
-    # (measured with the profile of 2026-11-22; 1.9x / 0.55x / 0.77x with the one before)
+    # whole models cannot tell a convolution's fixed cost from any layer's: it is left at 0
+    assert whole["conv_layer"] == 0.0
+    assert fit([features(graphs[n]) for n in ms], list(ms.values()))[0]["conv_layer"] == 0.0
+    # whole models alone: the sums fit, but bytes come out 1.41x, depthwise 0.64x (1x1 0.90x, layer
+    # 2.06x: it carries the convolutions' fixed cost) (measured with the profile of 2026-11-22)
     for k in ("bytes", "dwconv"):
         assert whole[k] != pytest.approx(truth[k], rel=0.2), k
+    clean = rec["calibration"]["models"]
     layer_ms["tiny"] = {k: 5 * v for k, v in layer_ms["tiny"].items()}  # inconsistent with its own sum
     rec = fit_predictor(graphs, ms, layer_ms=layer_ms)
     # the full fit feels tiny's wrong layers ...
     assert rec["calibration"]["models"]["tiny"]["fitted_ms"] > 1.2 * ms["tiny"]
-    # ... and the fit that holds tiny out, without its sum and without its layers, is exact again
-    assert rec["calibration"]["models"]["tiny"]["loo_predicted_ms"] == pytest.approx(ms["tiny"], rel=0.03)
+    # ... and the fit that holds tiny out, without its sum and without its layers, is the one made
+    # before they went wrong (without tiny, how a stem's cost splits between its MACs, its outputs
+    # and the convolution's dispatch is loosely pinned: that fit is 11% off on tiny)
+    assert rec["calibration"]["models"]["tiny"]["loo_predicted_ms"] == pytest.approx(
+        clean["tiny"]["loo_predicted_ms"], rel=1e-3)
     assert rec["calibration"]["models"]["big"]["loo_predicted_ms"] == pytest.approx(ms["big"], rel=0.03)
+
+
+def test_only_dense_convolutions_pay_a_fixed_cost_per_dispatch(synth_dir):
+    """`conv_layer` counts a dense convolution's dispatches; a depth-wise convolution, pooling and a
+    fully connected layer do not pay it."""
+    from mobilize.devices.predictor import layer_quantities
+
+    g = analyse(synth_dir / "dw_a.param")
+    by_type = {c.type: layer_quantities(c) for c in g.layers if c.kind != "free"}
+    assert by_type["Convolution"]["conv_layer"] == 1.0
+    for t in ("ConvolutionDepthWise", "Pooling", "InnerProduct"):
+        assert "conv_layer" not in by_type[t], t
 
 
 def _calibrate_phone(synth_dir, tmp_path, run_cli, relative_prices, extra=()):

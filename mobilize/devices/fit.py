@@ -67,7 +67,7 @@ def _fit_rows(names, feats, ms, layers, prior, strength):
             rows.append(q)
             y.append(t)
             w.append(1.0 / len(layers[n]))
-    return fit(rows, y, prior=prior, strength=strength, weights=w)[0]
+    return fit(rows, y, prior=prior, strength=strength, weights=w, layer_level=bool(layers))[0]
 
 
 def loo_predictions(feats: dict[str, dict], ms: dict[str, float], prior: dict | None, strength: float,

@@ -1,7 +1,9 @@
 """The ncnn latency predictor: a per-layer cost model with one price per kind of kernel.
 
 A layer costs `price[kind] * MACs + price["bytes"] * bytes moved + price["layer"] * dispatches`,
-and a model costs the sum over its layers. `kind` is the kernel ncnn runs (winograd 3x3, 1x1
+and a model costs the sum over its layers; a dense convolution also pays "conv_layer" per dispatch
+(its fixed set-up: padding the input into a new blob, allocating and packing the winograd / im2col
+workspace), a price only layer-level timings can tell apart from "layer" (`LAYER_LEVEL`). `kind` is the kernel ncnn runs (winograd 3x3, 1x1
 sgemm, im2col convolution, depthwise, int8, ...), because a multiply-accumulate in a depthwise
 convolution costs several times one in a winograd convolution on the same core; a fully
 connected layer at batch 1 is priced by the weight bytes it must read. The dense kinds are split
@@ -48,8 +50,13 @@ INT8_TWIN = {f"{k}_int8": k for k in FP32_KINDS}
 MAC_KINDS = FP32_KINDS + ("dwconv",) + tuple(INT8_TWIN) + ("dwconv_int8",)
 # element-wise layers that evaluate exp / erf / pow per element: several times a ReLU's cost per byte
 TRANSCENDENTAL = {"Swish", "GELU", "LRN", "Sigmoid", "Softmax", "Mish", "TanH", "ELU", "SELU", "Exp", "Log", "Power"}
-PRICES = MAC_KINDS + ("shallow_outputs", "gemv_weight_bytes", "transcendental_bytes", "bytes", "cached_bytes", "layer")
-EXTRAS = ("shallow_outputs", "transcendental_bytes")  # on top of another price: 0 where no model shows them
+PRICES = MAC_KINDS + ("shallow_outputs", "gemv_weight_bytes", "transcendental_bytes", "bytes", "cached_bytes", "layer",
+                     "conv_layer")
+EXTRAS = ("shallow_outputs", "transcendental_bytes", "conv_layer")  # on top of another price: 0 where no model shows them
+# A dense convolution's fixed cost per dispatch is paid as often as there are convolutions, which in
+# whole models goes with the number of layers: only layers timed one by one (the host's) separate it
+# from "layer". A fit on whole models alone leaves these at 0 (folded into "layer").
+LAYER_LEVEL = ("conv_layer",)
 ROW_PARALLEL = {"LayerNorm", "Softmax", *MATRIX_TYPES}
 CACHE_BYTES = 512 * 1024  # default: the L2 of a Cortex-A53 cluster: a layer moving less stays in cache
 
@@ -61,7 +68,9 @@ UNITS = {k: "ms per MAC" for k in MAC_KINDS} | {
     "transcendental_bytes": "ms per activation byte of an exp/erf/pow element-wise layer (on top of bytes)",
     "bytes": "ms per activation byte read or written",
     "cached_bytes": "ms per activation byte of a layer moving less than the record's cache_bytes (it stays in L2)",
-    "layer": "ms per kernel dispatch"}
+    "layer": "ms per kernel dispatch",
+    "conv_layer": "ms per dense convolution dispatch, on top of layer (its fixed set-up; fitted only from layers "
+                  "timed one by one, else 0)"}
 
 
 def price_kind(c: LayerCost) -> str:
@@ -128,6 +137,8 @@ def layer_quantities(c: LayerCost, threads: int = 1, cache_bytes: float = CACHE_
     if c.kind.removesuffix("_int8") in DENSE or c.kind in MAC_KINDS:
         kind = price_kind(c)
         q[kind] = c.macs * e
+        if c.kind.removesuffix("_int8") in DENSE and kind.removesuffix("_int8") != "gemm":
+            q["conv_layer"] = float(c.ops)
         if kind.removesuffix("_int8") == "conv_shallow":
             q["shallow_outputs"] = float(np.prod(c.out_shape)) * e
     elif c.kind == "gemv":
@@ -171,8 +182,9 @@ def calibrated_range(predictor: dict) -> tuple[float, float] | None:
     """The fastest and slowest measured model a predictor record was fitted on (ms), if it says.
 
     Its error band was measured inside that range; below it, fixed per-layer costs weigh more
-    than in any model it was checked on (docs/devices.md: on the host, models under 0.1 ms were
-    mostly predicted 20-47% too fast; on the published boards at 4 threads the fastest,
+    than in any model it was checked on (docs/devices.md: on the host, before its profile priced a
+    convolution's fixed cost, models under 0.1 ms were mostly predicted 20-38% too fast; the
+    Android profiles cannot price it; on the published boards at 4 threads the fastest,
     blazeface, 25-59% too slow)."""
     models = predictor.get("calibration", {}).get("models", {})
     ms = [m["measured_ms"] for m in models.values() if m.get("measured_ms")]
@@ -214,7 +226,7 @@ FREE_STRENGTH = 1e-3  # a prior this weak only fixes the prices the data leaves 
 
 def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None = None,
         prior: dict[str, float] | None = None, strength: float | dict[str, float] = 1.0, iters: int = 200,
-        weights: Sequence[float] | None = None) -> tuple[dict, list[float]]:
+        weights: Sequence[float] | None = None, layer_level: bool = False) -> tuple[dict, list[float]]:
     """Prices (shared) and one log speed factor per group, minimising squared log error.
 
     Without groups every row belongs to one device. With a prior, the penalty
@@ -225,8 +237,12 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
     others only as much as fixes what the data leaves free (FREE_STRENGTH).
     An int8 convolution's price is tied to its fp32 kind's by one int8 factor (`tie_matrix`),
     so int8 models at different shapes inform one number instead of a price per shape.
+    layer_level says some rows are single layers timed on their own: only then are the
+    `LAYER_LEVEL` prices fitted; otherwise they are 0 and "layer" carries them.
     """
     X = _matrix(feats)
+    if not layer_level:
+        X[:, [PRICES.index(p) for p in LAYER_LEVEL]] = 0.0
     y = np.log(np.asarray(ms, dtype=float))
     n, k = X.shape
     B = tie_matrix()
@@ -300,6 +316,8 @@ def fit(feats: Sequence[dict], ms: Sequence[float], groups: Sequence[int] | None
     if prior is None:
         seen = {p for p, col in zip(PRICES, X.T) if col.sum() > 0}
         prices = fill_unseen(prices, seen)
+    if not layer_level:
+        prices.update(dict.fromkeys(LAYER_LEVEL, 0.0))
     return prices, [float(v) for v in theta[kf:kf + ng]]
 
 
