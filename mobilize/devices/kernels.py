@@ -76,8 +76,10 @@ def signature(layer: Layer, in_shapes: Sequence[Sequence[int]]) -> str:
 class KernelTimer:
     """Times one-layer networks; `overhead_ms` is the same loop around an empty network."""
 
-    def __init__(self, threads: int = 1, min_reps: int = 5, max_reps: int = 200, budget_s: float = 0.15):
+    def __init__(self, threads: int = 1, min_reps: int = 5, max_reps: int = 200, budget_s: float = 0.15,
+                 options: dict[str, bool] | None = None):
         self.threads = threads
+        self.options = dict(options or {})  # ncnn Option overrides, e.g. {"use_winograd63_convolution": False}
         self.min_reps, self.max_reps, self.budget_s = min_reps, max_reps, budget_s
         self.tmp = Path(tempfile.mkdtemp(prefix="mobilize-kernels-"))
         self.cache: dict[str, float] = {}
@@ -99,6 +101,10 @@ class KernelTimer:
                      "use_bf16_packed"):
             if hasattr(opt, flag):
                 setattr(opt, flag, False)
+        for flag, value in self.options.items():
+            if not hasattr(opt, flag):
+                raise ValueError(f"ncnn.Option has no '{flag}'")
+            setattr(opt, flag, value)
         if net.load_param(str(path)) != 0:
             raise RuntimeError("ncnn could not load a one-layer network")
         net.load_model(ncnn.DataReaderFromEmpty())

@@ -3,25 +3,25 @@
 A layer costs `price[kind] * MACs + price["bytes"] * bytes moved + price["layer"] * dispatches`,
 and a model costs the sum over its layers; a dense convolution also pays "conv_layer" per dispatch
 (its fixed set-up: padding the input into a new blob, allocating and packing the winograd / im2col
-workspace), a price only layer-level timings can tell apart from "layer" (`LAYER_LEVEL`). `kind` is the kernel ncnn runs (winograd 3x3, 1x1
-sgemm, im2col convolution, depthwise, int8, ...), because a multiply-accumulate in a depthwise
-convolution costs several times one in a winograd convolution on the same core; a fully
-connected layer at batch 1 is priced by the weight bytes it must read. The dense kinds are split
-by shape, as nn-Meter prices kernels by their configuration: "_small" when the output map has
-fewer than 200 pixels (14x14 and below: few winograd tiles, short GEMM rows), else "_thin" when
-a group has fewer than 64 output channels (a GEMM that narrow runs well below peak); an im2col
-convolution reducing over fewer than 200 inputs (an RGB stem) is "conv_shallow", and also pays
-"shallow_outputs" per output element: with a reduction that short, the work per output
-(accumulators, the loop prologue) is not amortised, so a MAC costs a + b / depth rather than a
-flat price. A matrix product with several rows (a transformer's Gemm, MatMul or attention) runs
-ncnn's Gemm kernel rather than a convolution's: "gemm"; one device's price for it must not be
-learned from convolutions, nor theirs from it. An int8 convolution is the same kind with "_int8"
-appended, priced as the fp32 kind times one int8 factor per device (`tie_matrix`). Activation
-bytes are priced as "cached_bytes" when a layer moves less than the profile's cache size (an
-A53's 512 KiB L2 by default), and element-wise layers evaluating exp/erf/pow pay
+workspace), a price only layer-level timings can tell apart from "layer" (`LAYER_LEVEL`). `kind`
+is the kernel ncnn runs (winograd 3x3, 1x1 sgemm, im2col convolution, depthwise, int8, ...),
+because a multiply-accumulate in a depthwise convolution costs several times one in a winograd
+convolution on the same core; a fully connected layer at batch 1 is priced by the weight bytes it
+must read. The dense kinds are split by shape, as nn-Meter prices kernels by their configuration:
+"_small" when the output map has fewer than 200 pixels (14x14 and below: few winograd tiles, short
+GEMM rows), else "_thin" when a group has fewer than 64 output channels (a GEMM that narrow runs
+well below peak); an im2col convolution reducing over fewer than 200 inputs (an RGB stem) is
+"conv_shallow", and also pays "shallow_outputs" per output element: with a reduction that short,
+the work per output (accumulators, the loop prologue) is not amortised, so a MAC costs a + b /
+depth rather than a flat price. A matrix product with several rows (a transformer's Gemm, MatMul
+or attention) runs ncnn's Gemm kernel rather than a convolution's: "gemm"; one device's price for
+it must not be learned from convolutions, nor theirs from it. An int8 convolution is the same kind
+with "_int8" appended, priced as the fp32 kind times one int8 factor per device (`tie_matrix`).
+Activation bytes are priced as "cached_bytes" when a layer moves less than the profile's cache
+size (an A53's 512 KiB L2 by default), and element-wise layers evaluating exp/erf/pow pay
 "transcendental_bytes" on top. At several threads a per-channel layer's work is scaled by its
-OpenMP imbalance (`imbalance`). Summing per layer is what lets the predictor price an
-architecture it has never seen.
+OpenMP imbalance (`imbalance`). Summing per layer is what lets the predictor price an architecture
+it has never seen.
 
 Prices are fitted in log space (relative error is what matters from a 15 ms model to a 2 s one).
 A device measured on only a few models cannot pin down every price, so `fit` can shrink them
@@ -54,8 +54,9 @@ PRICES = MAC_KINDS + ("shallow_outputs", "gemv_weight_bytes", "transcendental_by
                      "conv_layer")
 EXTRAS = ("shallow_outputs", "transcendental_bytes", "conv_layer")  # on top of another price: 0 where no model shows them
 # A dense convolution's fixed cost per dispatch is paid as often as there are convolutions, which in
-# whole models goes with the number of layers: only layers timed one by one (the host's) separate it
-# from "layer". A fit on whole models alone leaves these at 0 (folded into "layer").
+# whole models goes with the number of layers (r = 0.96 over the 35 benchncnn models): only layers
+# timed one by one (the host's) separate it from "layer". A fit on whole models alone leaves these
+# at 0 (folded into "layer").
 LAYER_LEVEL = ("conv_layer",)
 ROW_PARALLEL = {"LayerNorm", "Softmax", *MATRIX_TYPES}
 CACHE_BYTES = 512 * 1024  # default: the L2 of a Cortex-A53 cluster: a layer moving less stays in cache
