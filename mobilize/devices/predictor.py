@@ -184,7 +184,7 @@ def calibrated_range(predictor: dict) -> tuple[float, float] | None:
 
     Its error band was measured inside that range; below it, fixed per-layer costs weigh more
     than in any model it was checked on (docs/devices.md: on the host, before its profile priced a
-    convolution's fixed cost, models under 0.1 ms were mostly predicted 20-38% too fast; the
+    convolution's fixed cost, models under 0.1 ms were mostly predicted 18-38% too fast; the
     Android profiles cannot price it; on the published boards at 4 threads the fastest,
     blazeface, 25-59% too slow)."""
     models = predictor.get("calibration", {}).get("models", {})
