@@ -124,6 +124,7 @@ def unseen_device(graphs, configs, strength_grid, subsets: int, k: int = 5, seed
                 per_strength = {}
                 for strength in strength_grid:
                     meds, p90s, w20s, pooled_err, chosen = [], [], [], [], []
+                    per_model: dict[str, list[float]] = {}
                     for pick in picks:
                         ms = {m: cfg["ms"][m] for m in pick}
                         prior = pooled
@@ -138,6 +139,8 @@ def unseen_device(graphs, configs, strength_grid, subsets: int, k: int = 5, seed
                         p90s.append(s["p90_abs_pct"])
                         w20s.append(s["within_20_pct"])
                         pooled_err += [abs(p / cfg["ms"][m] - 1) * 100 for p, m in zip(pred, test)]
+                        for p, m in zip(pred, test):
+                            per_model.setdefault(m, []).append((p / cfg["ms"][m] - 1) * 100)
                     per_strength[str(strength)] = {
                         "median_abs_pct": round(float(np.median(meds)), 2),
                         "p90_abs_pct": round(float(np.median(p90s)), 2),
@@ -147,6 +150,11 @@ def unseen_device(graphs, configs, strength_grid, subsets: int, k: int = 5, seed
                         "subsets": subsets, "calibration_models": k, "test_models": len(names) - k}
                     if chosen:
                         per_strength[str(strength)]["nearest_reference"] = {c: chosen.count(c) for c in sorted(set(chosen))}
+                    if strength == STRENGTH:  # which models miss: median signed error, share of subsets beyond +-20%
+                        per_strength[str(strength)]["per_model"] = {
+                            m: {"median_error_pct": round(float(np.median(e)), 1),
+                                "beyond_20_pct": round(float(np.mean(np.abs(e) > 20)), 2)}
+                            for m, e in sorted(per_model.items())}
                 per_variant[variant] = per_strength
             result[cfg["label"]] = per_variant
             print(f"unseen {cfg['label']}: " + "; ".join(
