@@ -92,6 +92,9 @@ ROWS["final-40ep-last-stride-1-seed-3"] = dict(ROWS["final-40ep-last-stride-1"],
 ROWS["final-40ep-dropout-0.2-seed-3"] = dict(ROWS["final-40ep-dropout-0.2"], seed=3)
 ROWS["final-40ep-dropout-0.4"] = dict(FINAL_160, epochs=40, last_stride=1, dropout=0.4)  # more dropout
 ROWS["final-dropout-0.2"] = dict(FINAL, dropout=0.2)  # the committed recipe with dropout (the default on 2026-11-22)
+ROWS["final-40ep-grayscale-0.2"] = dict(FINAL_160, epochs=40, last_stride=1, grayscale=0.2)  # shape over colour
+for _seed in (1, 2, 3):
+    ROWS[f"final-40ep-grayscale-0.2-seed-{_seed}"] = dict(ROWS["final-40ep-grayscale-0.2"], seed=_seed)
 
 
 def train_row(name: str, threads: int) -> None:

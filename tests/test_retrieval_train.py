@@ -84,6 +84,23 @@ def test_colour_cast_gains_each_channel_within_its_spread_and_off_changes_nothin
             TrainConfig(data="d", out="o", **bad).validate()
 
 
+def test_grayscale_turns_a_share_of_images_grey_and_off_changes_nothing():
+    from mobilize.data.retrieval import Augment, augment_batch
+
+    still = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False, brightness=0, contrast=0, saturation=0, erasing=0)
+    colour = torch.rand(400, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    off = augment_batch(colour, Augment(**still), torch.Generator().manual_seed(0))
+    assert torch.allclose(off, colour, atol=1e-6)
+    out = augment_batch(colour, Augment(**still, grayscale=0.25), torch.Generator().manual_seed(0))
+    grey = (out[:, 0] == out[:, 1]).all((1, 2)) & (out[:, 1] == out[:, 2]).all((1, 2))
+    assert 0.18 < grey.float().mean() < 0.32  # about a quarter of the images
+    luma = 0.299 * colour[:, 0] + 0.587 * colour[:, 1] + 0.114 * colour[:, 2]
+    assert torch.allclose(out[grey][:, 0], luma[grey], atol=1e-6)  # grey by luma, not by dropping channels
+    assert torch.allclose(out[~grey], colour[~grey], atol=1e-5)  # the others untouched (up to the warp's rounding)
+    with pytest.raises(BadInput, match=r"--grayscale is a probability in \[0, 1\]"):
+        TrainConfig(data="d", out="o", grayscale=1.5).validate()
+
+
 def test_resume_continues_the_same_run(products, tmp_path):
     out = tmp_path / "run"
     first = train(TrainConfig(data=str(products), out=str(out), epochs=1, **TINY))

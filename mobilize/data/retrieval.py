@@ -178,6 +178,7 @@ class Augment:
     contrast: float = 0.25
     saturation: float = 0.2
     colour_cast: float = 0.0  # per-channel gain in [1 - c, 1 + c]: another shop's lighting or white balance
+    grayscale: float = 0.0  # probability of a grey image: shape and texture must carry it, not colour alone
     erasing: float = 0.5  # probability of random erasing per image (Zhong et al. 2020)
     erasing_area: tuple[float, float] = (0.02, 0.3)
 
@@ -240,6 +241,9 @@ def augment_batch(x, aug: Augment, generator, rows=None, total: int | None = Non
     x = (x - mean) * c + mean
     gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
     x = ((x - gray) * s + gray).clamp(0, 1)
+    if aug.grayscale > 0:  # drawn only when on, so runs without it keep their random stream
+        grey = (rand() < aug.grayscale).view(n, 1, 1, 1)
+        x = torch.where(grey, (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x), x)
     return x
 
 
