@@ -95,6 +95,9 @@ ROWS["final-dropout-0.2"] = dict(FINAL, dropout=0.2)  # the committed recipe wit
 ROWS["final-40ep-grayscale-0.2"] = dict(FINAL_160, epochs=40, last_stride=1, grayscale=0.2)  # shape over colour
 for _seed in (1, 2, 3):
     ROWS[f"final-40ep-grayscale-0.2-seed-{_seed}"] = dict(ROWS["final-40ep-grayscale-0.2"], seed=_seed)
+ROWS["final-40ep-no-colour-jitter"] = dict(FINAL_160, epochs=40, last_stride=1, colour_jitter=0.0)  # colour as photographed
+for _seed in (1, 2, 3):
+    ROWS[f"final-40ep-no-colour-jitter-seed-{_seed}"] = dict(ROWS["final-40ep-no-colour-jitter"], seed=_seed)
 
 
 def train_row(name: str, threads: int) -> None:

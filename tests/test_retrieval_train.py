@@ -101,6 +101,22 @@ def test_grayscale_turns_a_share_of_images_grey_and_off_changes_nothing():
         TrainConfig(data="d", out="o", grayscale=1.5).validate()
 
 
+def test_colour_jitter_scales_brightness_contrast_and_saturation_and_zero_keeps_colours():
+    from mobilize.data.retrieval import Augment, augment_batch
+    from mobilize.models.retrieval.train import augmentation
+
+    default = augmentation(TrainConfig(data="d", out="o"))
+    assert (default.brightness, default.contrast, default.saturation) == (0.25, 0.25, 0.2)
+    assert default == Augment(scale=(0.35, 1.0), erasing=0.0)  # what training used before the option
+    assert augmentation(TrainConfig(data="d", out="o", colour_jitter=2.0)).saturation == pytest.approx(0.4)
+    off = augmentation(TrainConfig(data="d", out="o", colour_jitter=0.0, crop_area=1.0))
+    colour = torch.rand(32, 3, 6, 6, generator=torch.Generator().manual_seed(2))
+    still = Augment(**{**off.__dict__, "ratio": (1.0, 1.0), "flip": False})
+    assert torch.allclose(augment_batch(colour, still, torch.Generator().manual_seed(0)), colour, atol=1e-5)
+    with pytest.raises(BadInput, match=r"--colour-jitter is a scale in \[0, 3\]"):
+        TrainConfig(data="d", out="o", colour_jitter=-1).validate()
+
+
 def test_resume_continues_the_same_run(products, tmp_path):
     out = tmp_path / "run"
     first = train(TrainConfig(data=str(products), out=str(out), epochs=1, **TINY))

@@ -68,6 +68,8 @@ class TrainConfig:
                 "show less of the shelf around a product)"})
     colour_cast: float = field(default=0.0, metadata={
         "help": "random per-channel gain in [1 - c, 1 + c] (0: off): shops light their shelves differently"})
+    colour_jitter: float = field(default=1.0, metadata={
+        "help": "scale of the brightness / contrast / saturation jitter (1: +-0.25 / +-0.25 / +-0.2; 0: off)"})
     grayscale: float = field(default=0.0, metadata={
         "help": "probability of turning a training image grey (0: off): shape and texture must tell products "
                 "apart, not colour alone"})
@@ -108,6 +110,7 @@ class TrainConfig:
             (0 <= self.random_erasing <= 1, "--random-erasing is a probability in [0, 1]"),
             (0 <= self.colour_cast < 1, "--colour-cast is a gain spread in [0, 1)"),
             (0 <= self.grayscale <= 1, "--grayscale is a probability in [0, 1]"),
+            (0 <= self.colour_jitter <= 3, "--colour-jitter is a scale in [0, 3]"),
             (0 < self.crop_area <= 1, "--crop-area is a fraction of the image area, in (0, 1]"),
             (0 <= self.arcface_margin < math.pi / 2, "--arcface-margin is in radians, in [0, pi/2)"),
             (self.arcface_scale > 0, "--arcface-scale must be positive"),
@@ -175,6 +178,15 @@ def embed_uint8(net, images_u8, batch: int = 64) -> np.ndarray:
     net.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, net.cfg.embedding_dim), np.float32)
 
+
+
+def augmentation(cfg: TrainConfig) -> Augment:
+    """The training augmentation a config asks for."""
+    from ...data.retrieval import Augment
+
+    j = cfg.colour_jitter
+    return Augment(scale=(cfg.crop_area, 1.0), brightness=0.25 * j, contrast=0.25 * j, saturation=0.2 * j,
+                   colour_cast=cfg.colour_cast, grayscale=cfg.grayscale, erasing=cfg.random_erasing)
 
 def train(config: TrainConfig, reporter=None) -> dict:
     import torch
@@ -264,8 +276,7 @@ def train(config: TrainConfig, reporter=None) -> dict:
         rows = sampler.rows_for(env.rank, env.world_size) if env.distributed else None
         total_steps = cfg.epochs * sampler.batches_per_epoch
         warmup = int(cfg.warmup_epochs * sampler.batches_per_epoch)
-        aug = Augment(scale=(cfg.crop_area, 1.0), colour_cast=cfg.colour_cast, grayscale=cfg.grayscale,
-                      erasing=cfg.random_erasing)
+        aug = augmentation(cfg)
         mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
         labels_t = torch.from_numpy(labels)
