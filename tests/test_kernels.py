@@ -66,7 +66,9 @@ def test_a_layer_is_timed_once_per_shape(small, timer):
     assert signature(conv, [[16, 32, 32]]) == signature(conv, [[16, 32, 32]])
     assert signature(conv, [[16, 32, 32]]) != signature(conv, [[16, 64, 64]])
     first = timer.time_layer(conv, [[16, 32, 32]])
-    assert timer.time_layer(conv, [[16, 32, 32]]) == first  # cached, not re-timed
+    cached = dict(timer.cache)
+    assert cached[signature(conv, [[16, 32, 32]])] == first
+    assert timer.time_layer(conv, [[16, 32, 32]]) == first and timer.cache == cached  # cached, not re-timed
 
 
 def test_ncnn_options_are_applied_and_a_misspelt_one_is_refused():

@@ -239,12 +239,17 @@ def augment_batch(x, aug: Augment, generator, rows=None, total: int | None = Non
     x = x * b
     mean = x.mean((1, 2, 3), keepdim=True)
     x = (x - mean) * c + mean
-    gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    gray = _luma(x)
     x = ((x - gray) * s + gray).clamp(0, 1)
     if aug.grayscale > 0:  # drawn only when on, so runs without it keep their random stream
         grey = (rand() < aug.grayscale).view(n, 1, 1, 1)
-        x = torch.where(grey, (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x), x)
+        x = torch.where(grey, _luma(x).expand_as(x), x)
     return x
+
+
+def _luma(x):
+    """[N,3,H,W] RGB -> [N,1,H,W] luma (ITU-R BT.601 weights)."""
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def random_erasing(x, aug: Augment, generator, rows=None, total: int | None = None):

@@ -179,20 +179,22 @@ def embed_uint8(net, images_u8, batch: int = 64) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, net.cfg.embedding_dim), np.float32)
 
 
-
 def augmentation(cfg: TrainConfig) -> Augment:
-    """The training augmentation a config asks for."""
+    """The training augmentation a config asks for: `--colour-jitter` scales Augment's own
+    brightness / contrast / saturation spreads."""
     from ...data.retrieval import Augment
 
-    j = cfg.colour_jitter
-    return Augment(scale=(cfg.crop_area, 1.0), brightness=0.25 * j, contrast=0.25 * j, saturation=0.2 * j,
-                   colour_cast=cfg.colour_cast, grayscale=cfg.grayscale, erasing=cfg.random_erasing)
+    base, j = Augment(), cfg.colour_jitter
+    return Augment(scale=(cfg.crop_area, 1.0), brightness=base.brightness * j, contrast=base.contrast * j,
+                   saturation=base.saturation * j, colour_cast=cfg.colour_cast, grayscale=cfg.grayscale,
+                   erasing=cfg.random_erasing)
+
 
 def train(config: TrainConfig, reporter=None) -> dict:
     import torch
 
     from ..._ui import SILENT
-    from ...data.retrieval import (Augment, PKSampler, augment_batch, load_images, normalize, random_erasing,
+    from ...data.retrieval import (PKSampler, augment_batch, load_images, normalize, random_erasing,
                                    read_split, read_splits)
     from ...train._common import (all_reduce_mean, barrier, init_distributed, load_checkpoint, progress,
                                   save_checkpoint, seed_everything, shutdown, unwrap, wrap_ddp)
