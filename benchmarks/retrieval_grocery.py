@@ -18,6 +18,7 @@ Rows (ablation rows share a short schedule; "final" is the longer run of the kep
     (rerank)     5  + k-reciprocal re-ranking at query time (evaluation of row 4's model)
     mutual       6  + deep mutual learning (two students, one deployed)
     att-none / att-channel: row 4 without attention / with channel instead of spatial attention
+                 (final-40ep-att-*: the same question on the 40-epoch recipe, four seeds each)
     final        the kept recipe, longer schedule, 224 px, last stride 1: the committed checkpoint
     final-last-stride-2   the same with MobileNet's last stride; final-160: that at 160 px
     final-40ep*  160 px, 40 epochs, one change each: against final-40ep (last stride 2) up to
@@ -98,6 +99,11 @@ for _seed in (1, 2, 3):
 ROWS["final-40ep-no-colour-jitter"] = dict(FINAL_160, epochs=40, last_stride=1, colour_jitter=0.0)  # colour as photographed
 for _seed in (1, 2, 3):
     ROWS[f"final-40ep-no-colour-jitter-seed-{_seed}"] = dict(ROWS["final-40ep-no-colour-jitter"], seed=_seed)
+# the issue's attention question on the 40-epoch recipe (spatial is the baseline above), four seeds each
+for _att in ("none", "channel"):
+    ROWS[f"final-40ep-att-{_att}"] = dict(FINAL_160, epochs=40, last_stride=1, attention=_att)
+    for _seed in (1, 2, 3):
+        ROWS[f"final-40ep-att-{_att}-seed-{_seed}"] = dict(ROWS[f"final-40ep-att-{_att}"], seed=_seed)
 
 
 def train_row(name: str, threads: int) -> None:
