@@ -104,6 +104,10 @@ for _att in ("none", "channel"):
     ROWS[f"final-40ep-att-{_att}"] = dict(FINAL_160, epochs=40, last_stride=1, attention=_att)
     for _seed in (1, 2, 3):
         ROWS[f"final-40ep-att-{_att}-seed-{_seed}"] = dict(ROWS[f"final-40ep-att-{_att}"], seed=_seed)
+# random erasing off (the default since 2026-11-21, decided on single runs) against the baseline's four seeds (erasing 0.5)
+ROWS["final-40ep-last-stride-1-no-erasing"] = dict(FINAL_160, epochs=40, last_stride=1, random_erasing=0.0)
+for _seed in (1, 2, 3):
+    ROWS[f"final-40ep-last-stride-1-no-erasing-seed-{_seed}"] = dict(ROWS["final-40ep-last-stride-1-no-erasing"], seed=_seed)
 
 
 def train_row(name: str, threads: int) -> None:

@@ -107,7 +107,7 @@ def test_colour_jitter_scales_brightness_contrast_and_saturation_and_zero_keeps_
 
     default = augmentation(TrainConfig(data="d", out="o"))
     assert (default.brightness, default.contrast, default.saturation) == (0.25, 0.25, 0.2)
-    assert default == Augment(scale=(0.35, 1.0), erasing=0.0)  # what training used before the option
+    assert default == Augment(scale=(0.35, 1.0), erasing=0.5)  # the committed checkpoint's recipe
     assert augmentation(TrainConfig(data="d", out="o", colour_jitter=2.0)).saturation == pytest.approx(0.4)
     off = augmentation(TrainConfig(data="d", out="o", colour_jitter=0.0, crop_area=1.0))
     colour = torch.rand(32, 3, 6, 6, generator=torch.Generator().manual_seed(2))
