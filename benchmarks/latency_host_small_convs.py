@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.graph import Layer, analyse  # noqa: E402
-from mobilize.devices.kernels import KernelTimer, mini_param  # noqa: E402
+from mobilize.devices.kernels import fastest_layer_ms, mini_param  # noqa: E402
 from mobilize.devices.predictor import layer_breakdown, predict_graph  # noqa: E402
 from mobilize.devices.profiles import load_profile  # noqa: E402
 
@@ -43,15 +43,6 @@ def conv(cin: int, cout: int, dilation: int = 1, group: int = 1) -> Layer:
     if group > 1:
         raw.append(f"7={group}")
     return Layer("ConvolutionDepthWise" if group > 1 else "Convolution", "conv", ["b0"], ["t0"], {}, raw)
-
-
-def fastest(options: dict, layer: Layer, shape: list[int], passes: int) -> float:
-    best = float("inf")
-    for _ in range(passes):
-        timer = KernelTimer(options=options)
-        best = min(best, timer.time_layer(layer, [shape]))
-        timer.close()
-    return best
 
 
 def predicted(predictor: dict, layer: Layer, shape: list[int], work: Path) -> tuple[float, str]:
@@ -81,7 +72,7 @@ def main() -> None:
             macs = int(dict(r.split("=") for r in layer.raw)["6"]) * hw * hw
             row = {"layer": label, "hw": hw, "macs": macs, "priced_as": kind, "predicted_ms": round(pred, 4)}
             for path, options in PATHS.items():
-                ms = fastest(options, layer, shape, args.passes)
+                ms = fastest_layer_ms(layer, [shape], args.passes, options)
                 row[f"{path} ms"] = round(ms, 4)
             row["ps_per_mac"] = round(row["as ncnn picks ms"] * 1e9 / macs, 1)
             row["error_pct"] = round((pred / row["as ncnn picks ms"] - 1) * 100, 1)

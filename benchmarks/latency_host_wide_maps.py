@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.graph import Layer  # noqa: E402
-from mobilize.devices.kernels import KernelTimer  # noqa: E402
+from mobilize.devices.kernels import fastest_layer_ms  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "latency-host-wide-maps.json"
 SIZES, CHANNELS = (56, 112, 224), (16, 32, 48, 64)
@@ -34,15 +34,6 @@ def conv3x3(cin: int, cout: int) -> Layer:
     return Layer("Convolution", "conv", ["b0"], ["t0"], {}, raw)
 
 
-def fastest(options: dict, layer: Layer, shape: list[int], passes: int) -> float:
-    best = float("inf")
-    for _ in range(passes):
-        timer = KernelTimer(options=options)
-        best = min(best, timer.time_layer(layer, [shape]))
-        timer.close()
-    return best
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--passes", type=int, default=2)
@@ -52,7 +43,7 @@ def main() -> None:
     for hw in SIZES:
         for cin in CHANNELS:
             for cout in (16, 32, 64):
-                ms = fastest({}, conv3x3(cin, cout), [cin, hw, hw], args.passes)
+                ms = fastest_layer_ms(conv3x3(cin, cout), [[cin, hw, hw]], args.passes)
                 macs = cin * cout * 9 * hw * hw
                 grid.append({"hw": hw, "cin": cin, "cout": cout, "ms": round(ms, 4),
                              "ps_per_mac": round(ms * 1e9 / macs, 2), "input_mb": round(cin * hw * hw * 4 / 1e6, 2)})
@@ -61,7 +52,7 @@ def main() -> None:
                 "winograd off": {"use_winograd_convolution": False}}
     unet = {}
     for label, options in variants.items():
-        unet[label] = round(fastest(options, conv3x3(48, 16), [48, 224, 224], args.passes), 4)
+        unet[label] = round(fastest_layer_ms(conv3x3(48, 16), [[48, 224, 224]], args.passes, options), 4)
         print(f"unet_tiny 48 -> 16 at 224x224, {label}: {unet[label]:.3f} ms", flush=True)
     result = {"what": "3x3 stride-1 convolutions timed alone on this machine (1 thread, fp32, fastest of the passes)",
               "date": time.strftime("%Y-%m-%d"), "passes": args.passes, "grid": grid,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mobilize.devices.graph import Layer, analyse, read_param
-from mobilize.devices.kernels import KernelTimer, mini_param, signature, time_graph_layers
+from mobilize.devices.kernels import KernelTimer, fastest_layer_ms, mini_param, signature, time_graph_layers
 
 PARAM = """7767517
 6 7
@@ -83,3 +83,11 @@ def test_ncnn_options_are_applied_and_a_misspelt_one_is_refused():
         off.close()
     with pytest.raises(ValueError, match=r"^ncnn.Option has no 'use_magic_convolution'$"):
         KernelTimer(options={"use_magic_convolution": True})
+
+
+def test_fastest_layer_ms_times_each_pass_with_the_options_given():
+    conv = Layer("Convolution", "conv", ["b0"], ["t0"], {}, ["0=16", "1=3", "4=1", "5=1", "6=2304"])
+    ms = fastest_layer_ms(conv, [[16, 16, 16]], passes=2, options={"use_winograd_convolution": False})
+    assert math.isfinite(ms) and ms >= 0.0
+    with pytest.raises(ValueError, match=r"^ncnn.Option has no 'use_magic_convolution'$"):
+        fastest_layer_ms(conv, [[16, 16, 16]], passes=1, options={"use_magic_convolution": True})

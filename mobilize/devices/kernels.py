@@ -165,3 +165,17 @@ def time_graph_layers(param: Path | str, graph: Graph, timer: KernelTimer) -> di
             continue
         out[c.name] = timer.time_layer(layers[c.name], c.in_shapes)
     return out
+
+
+def fastest_layer_ms(layer: Layer, in_shapes: Sequence[Sequence[int]], passes: int,
+                     options: dict[str, bool] | None = None) -> float:
+    """One layer's fastest time over `passes` independent timers (a fresh network each: on a shared
+    machine other jobs only ever add time), with optional ncnn Option overrides."""
+    best = float("inf")
+    for _ in range(passes):
+        timer = KernelTimer(options=options)
+        try:
+            best = min(best, timer.time_layer(layer, in_shapes))
+        finally:
+            timer.close()
+    return best
