@@ -85,9 +85,13 @@ def test_ncnn_options_are_applied_and_a_misspelt_one_is_refused():
         KernelTimer(options={"use_magic_convolution": True})
 
 
-def test_fastest_layer_ms_times_each_pass_with_the_options_given():
+def test_fastest_layer_ms_times_each_pass_with_the_options_given_and_leaves_no_files(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     conv = Layer("Convolution", "conv", ["b0"], ["t0"], {}, ["0=16", "1=3", "4=1", "5=1", "6=2304"])
     ms = fastest_layer_ms(conv, [[16, 16, 16]], passes=2, options={"use_winograd_convolution": False})
     assert math.isfinite(ms) and ms >= 0.0
     with pytest.raises(ValueError, match=r"^ncnn.Option has no 'use_magic_convolution'$"):
         fastest_layer_ms(conv, [[16, 16, 16]], passes=1, options={"use_magic_convolution": True})
+    assert list(tmp_path.iterdir()) == []  # every timer's folder removed, the refused one's too

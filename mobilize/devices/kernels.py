@@ -85,7 +85,11 @@ class KernelTimer:
         self.cache: dict[str, float] = {}
         empty = Layer("Noop", "noop", ["x"], ["y"], {}, [])
         self.overhead_ms = 0.0
-        self.overhead_ms = min(self._time_text(mini_param(empty, [[16]])) for _ in range(3))
+        try:
+            self.overhead_ms = min(self._time_text(mini_param(empty, [[16]])) for _ in range(3))
+        except Exception:
+            self.close()  # e.g. a misspelt option: leave no temporary folder behind
+            raise
 
     def _net(self, text: str):
         import ncnn
