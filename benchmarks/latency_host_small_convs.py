@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -45,13 +46,13 @@ def conv(cin: int, cout: int, dilation: int = 1, group: int = 1) -> Layer:
     return Layer("ConvolutionDepthWise" if group > 1 else "Convolution", "conv", ["b0"], ["t0"], {}, raw)
 
 
-def predicted(predictor: dict, layer: Layer, shape: list[int], work: Path) -> tuple[float, str]:
-    """The host profile's prediction for the layer alone, and the kind it prices it as."""
+def predicted(predictor: dict, layer: Layer, shape: list[int], work: Path) -> tuple[float, str, float]:
+    """The host profile's prediction for the layer alone, the kind it prices it as, and its MACs."""
     path = work / "one.param"
     path.write_text(mini_param(layer, [shape]))
     graph = analyse(path, {"b0": shape})
-    kind = next(r["kind"] for r in layer_breakdown(predictor, graph) if r["type"] == layer.type)
-    return predict_graph(predictor, graph), kind
+    row = next(r for r in layer_breakdown(predictor, graph) if r["type"] == layer.type)
+    return predict_graph(predictor, graph), row["kind"], row["macs"]
 
 
 def main() -> None:
@@ -61,6 +62,19 @@ def main() -> None:
     args = ap.parse_args()
     host = load_profile("host").predictor
     work = Path(tempfile.mkdtemp(prefix="mobilize-small-convs-"))
+    try:
+        rows = measure(host, work, args.passes)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result = {"what": "3x3 convolutions with few channels timed alone on this machine (1 thread, fp32, fastest of "
+                      "the passes), as ncnn picks the kernel and with winograd / im2col switched off, beside the "
+                      "host profile's prediction",
+              "date": time.strftime("%Y-%m-%d"), "passes": args.passes, "rows": rows}
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+def measure(host: dict, work: Path, passes: int) -> list[dict]:
     cases = [(f"{cin} -> {cout}", conv(cin, cout), cin) for cin, cout in PAIRS]
     cases += [("16 -> 16, dilation 2", conv(16, 16, dilation=2), 16),
               ("16 -> 32, 4 groups of 4 -> 8", conv(16, 32, group=4), 16)]
@@ -68,23 +82,17 @@ def main() -> None:
     for hw in (56, 112, 224):
         for label, layer, cin in cases:
             shape = [cin, hw, hw]
-            pred, kind = predicted(host, layer, shape, work)
-            macs = int(dict(r.split("=") for r in layer.raw)["6"]) * hw * hw
-            row = {"layer": label, "hw": hw, "macs": macs, "priced_as": kind, "predicted_ms": round(pred, 4)}
+            pred, kind, macs = predicted(host, layer, shape, work)
+            row = {"layer": label, "hw": hw, "macs": int(macs), "priced_as": kind, "predicted_ms": round(pred, 4)}
             for path, options in PATHS.items():
-                ms = fastest_layer_ms(layer, [shape], args.passes, options)
+                ms = fastest_layer_ms(layer, [shape], passes, options)
                 row[f"{path} ms"] = round(ms, 4)
             row["ps_per_mac"] = round(row["as ncnn picks ms"] * 1e9 / macs, 1)
             row["error_pct"] = round((pred / row["as ncnn picks ms"] - 1) * 100, 1)
             rows.append(row)
             print(f"{hw:3d}x{hw:<3d} {label:30s} " + "  ".join(f"{p}: {row[p + ' ms']:.3f}" for p in PATHS)
                   + f"  predicted {pred:.3f} ({kind}, {row['error_pct']:+.0f}%)", flush=True)
-    result = {"what": "3x3 convolutions with few channels timed alone on this machine (1 thread, fp32, fastest of "
-                      "the passes), as ncnn picks the kernel and with winograd / im2col switched off, beside the "
-                      "host profile's prediction",
-              "date": time.strftime("%Y-%m-%d"), "passes": args.passes, "rows": rows}
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    return rows
 
 
 if __name__ == "__main__":
