@@ -12,8 +12,8 @@ from mobilize.data.retrieval import make_synthetic_products, read_split
 from mobilize.errors import BadInput
 from mobilize.models.retrieval.train import TrainConfig, train
 
-TINY = dict(input_size=32, width=0.25, embedding_dim=32, classes_per_batch=6, samples_per_class=4,
-            eval_every=0, threads=1, lr=3e-3, warmup_epochs=0.5)
+TINY = dict(backbone="mobilenet_v1", pretrained="none", input_size=32, width=0.25, embedding_dim=32,
+            classes_per_batch=6, samples_per_class=4, eval_every=0, threads=1, lr=3e-3, warmup_epochs=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +266,8 @@ def test_two_processes_under_torchrun(products, tmp_path):
     two-process run makes as many steps as one process and writes one checkpoint."""
     import os
 
-    args = ["train", "retrieval", "--data", str(products), "--input-size", "32", "--width", "0.25",
+    args = ["train", "retrieval", "--data", str(products), "--backbone", "mobilenet_v1", "--pretrained", "none",
+            "--input-size", "32", "--width", "0.25",
             "--embedding-dim", "16", "--classes-per-batch", "4", "--samples-per-class", "3", "--epochs", "1",
             "--eval-every", "0", "--threads", "1", "--quiet", "--json"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")

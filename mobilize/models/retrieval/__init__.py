@@ -19,7 +19,7 @@ def spec_from_checkpoint(ckpt: dict, input_shapes=None):
 
     from ...errors import BadInput
     from ...spec import ModelSpec, SourceInfo, TensorSpec
-    from .model import IMAGE_MEAN, IMAGE_STD, NetConfig, build_net, count_parameters
+    from .model import NetConfig, build_net, count_parameters
 
     try:
         ncfg = NetConfig.from_dict(ckpt["config"]["net"])
@@ -34,25 +34,26 @@ def spec_from_checkpoint(ckpt: dict, input_shapes=None):
             raise BadInput("a retrieval model has one input [N, 3, H, W]", "e.g. --input-shape 1,3,160,160")
         shape = tuple(int(d) for d in input_shapes[0])
     preprocess = {"resize": "stretch to H x W", "channel_order": "RGB", "scale": 1 / 255,
-                  "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD)}
+                  "mean": list(ncfg.image_mean), "std": list(ncfg.image_std)}
     train_cfg = ckpt.get("config", {}).get("train", {})
     metadata = {
         "task": "retrieval",
         "embedding_dim": ncfg.embedding_dim,
         "embedding": "L2-normalised: similarity = dot product (cosine)",
         "input_size": shape[2],
+        "backbone": ncfg.backbone,
         "width": ncfg.width,
         "attention": ncfg.attention,
         "parameters": count_parameters(net),
         "recipe": {k: train_cfg.get(k) for k in ("head", "arcface_scale", "arcface_margin", "triplet_weight",
-                                                 "random_erasing", "mutual", "epochs") if k in train_cfg},
+                                                 "random_erasing", "mutual", "epochs", "pretrained") if k in train_cfg},
         "val_metrics": ckpt.get("metrics", {}),
         "index": {"file": "index.safetensors", "format": "mobilize.retrieval-index/1",
                   "build": "mobilize index ARTIFACT --data PATH --gallery train,catalog"},
     }
 
-    mean = np.asarray(IMAGE_MEAN, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(IMAGE_STD, np.float32).reshape(1, 3, 1, 1)
+    mean = np.asarray(ncfg.image_mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(ncfg.image_std, np.float32).reshape(1, 3, 1, 1)
 
     def sample_inputs(rng):
         """Smooth random pictures in the normalised range (pure noise is not what runs in the app)."""

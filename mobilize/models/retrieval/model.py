@@ -1,12 +1,14 @@
 """The retrieval network: image -> L2-normalised embedding, built from converter-friendly ops.
 
-Depthwise-separable backbone (MobileNetV1 layout, width multiplier, residual adds where the
-shape allows: from-scratch training on a few thousand photos converges faster with them),
-optional attention on the last feature map, GeM pooling, a BN-neck and a linear projection.
+A backbone, either EfficientNet-Lite0's first blocks (inverted residuals, ReLU6, no SE; loaded
+with ImageNet weights by `pretrained.py`) or a depthwise-separable MobileNetV1 layout (width
+multiplier, residual adds where the shape allows: from-scratch training on a few thousand photos
+converges faster with them), then optional attention on the last feature map, GeM pooling, a
+BN-neck and a linear projection.
 The deployed graph ends in the normalised embedding, so the app only takes dot products.
 
 Every op here is known to convert to ONNX, ncnn (pnnx), TF.js and TFLite (onnx2tf): Conv,
-BatchNorm, ReLU, Add, Mul, Sigmoid, Clip, Pow, ReduceMean, ReduceMax, MatMul, Sqrt, Div.
+BatchNorm, ReLU, ReLU6 (Clip), Add, Mul, Sigmoid, Clip, Pow, ReduceMean, ReduceMax, MatMul, Sqrt, Div.
 """
 
 from __future__ import annotations
@@ -24,8 +26,15 @@ from .._shape import ShapeConfig
 _LAYOUT = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1),
            (512, 1), (512, 1), (1024, 2), (1024, 1))
 ATTENTIONS = ("none", "spatial", "channel")
+BACKBONES = ("mobilenet_v1", "efficientnet_lite0")
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained on pixels mapped to [-1, 1] (TensorFlow's lite preprocessing)
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
+# EfficientNet-Lite0's MBConv stages: (repeats, kernel, stride, expansion, output channels)
+LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
+                (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 
 
 @dataclass
@@ -41,6 +50,18 @@ class NetConfig(ShapeConfig):
     # 1 keeps the last stage at twice the resolution ("last stride 1", Luo et al. 2019); 2 here, so
     # checkpoints written before the option rebuild as trained (training's default is 1)
     last_stride: int = 2
+    # "mobilenet_v1" (width multiplier, trained from scratch) or "efficientnet_lite0" (its first
+    # `lite_blocks` MBConv blocks, ImageNet weights with `--pretrained`; `width` and `stem` unused)
+    backbone: str = "mobilenet_v1"
+    lite_blocks: int = 13
+
+    @property
+    def image_mean(self) -> tuple:
+        return LITE_MEAN if self.backbone == "efficientnet_lite0" else IMAGE_MEAN
+
+    @property
+    def image_std(self) -> tuple:
+        return LITE_STD if self.backbone == "efficientnet_lite0" else IMAGE_STD
 
 
 def _ch(c: float, width: float) -> int:
@@ -82,6 +103,62 @@ class Backbone(nn.Module):
 
     def forward(self, x):
         return self.features(x)
+
+
+def conv_bn_relu6(cin: int, cout: int, k: int, s: int, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False),
+                               nn.BatchNorm2d(cout, eps=1e-3)]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class MBConv(nn.Module):
+    """Inverted residual without squeeze-excitation (EfficientNet-Lite): 1x1 expand, k x k
+    depthwise, 1x1 project, identity add when the shape allows."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expansion: int):
+        super().__init__()
+        mid = cin * expansion
+        self.expand = conv_bn_relu6(cin, mid, 1, 1) if expansion != 1 else nn.Identity()
+        self.dw = conv_bn_relu6(mid, mid, kernel, stride, groups=mid)
+        self.project = conv_bn_relu6(mid, cout, 1, 1, act=False)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.project(self.dw(self.expand(x)))
+        return x + y if self.residual else y
+
+
+class LiteBackbone(nn.Module):
+    """EfficientNet-Lite0's stem and first `blocks` MBConv blocks (16 in all), then a 1x1
+    convolution to `head` channels (the network's own head is 320 -> 1280: too many parameters
+    for a phone-sized embedder). `last_stride` 1 keeps the last stage it reaches at the previous
+    one's resolution, as for the MobileNet backbone."""
+
+    def __init__(self, blocks: int = 13, head: int = 512, last_stride: int = 2):
+        super().__init__()
+        if not 1 <= blocks <= sum(r for r, *_ in LITE0_STAGES):
+            raise ValueError(f"lite_blocks must be in 1..16, not {blocks}")
+        self.stem = conv_bn_relu6(3, 32, 3, 2)
+        layers: list[nn.Module] = []
+        c, last_down = 32, None
+        for repeats, k, s, e, cout in LITE0_STAGES:
+            for i in range(repeats):
+                if len(layers) == blocks:
+                    break
+                if i == 0 and s == 2:
+                    last_down = len(layers)
+                layers.append(MBConv(c, cout, k, s if i == 0 else 1, e))
+                c = cout
+        if last_stride == 1 and last_down is not None:
+            layers[last_down].dw[0].stride = (1, 1)
+        self.blocks = nn.Sequential(*layers)
+        self.head = conv_bn_relu6(c, head, 1, 1)
+        self.out_channels = head
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
 
 
 class SpatialAttention(nn.Module):
@@ -138,8 +215,13 @@ class EmbeddingNet(nn.Module):
         super().__init__()
         if cfg.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, not {cfg.attention!r}")
+        if cfg.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, not {cfg.backbone!r}")
         self.cfg = cfg
-        self.backbone = Backbone(cfg.width, cfg.stem, cfg.last_stride)
+        if cfg.backbone == "efficientnet_lite0":
+            self.backbone = LiteBackbone(cfg.lite_blocks, last_stride=cfg.last_stride)
+        else:
+            self.backbone = Backbone(cfg.width, cfg.stem, cfg.last_stride)
         c = self.backbone.out_channels
         self.attention = {"none": nn.Identity(), "spatial": SpatialAttention(),
                           "channel": ChannelAttention(c)}[cfg.attention]
@@ -160,6 +242,8 @@ class EmbeddingNet(nn.Module):
         for m in self.backbone.modules():
             if isinstance(m, DepthwiseSeparable) and m.residual:
                 nn.init.zeros_(m.pw[1].weight)
+            if isinstance(m, MBConv) and m.residual:
+                nn.init.zeros_(m.project[1].weight)
         nn.init.normal_(self.proj.weight, std=0.01)
 
     def features(self, x, dropout: float = 0.0):

