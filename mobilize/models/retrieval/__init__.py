@@ -92,5 +92,5 @@ register_family(Family(
     evaluate=evaluate,
     demo=demo,
     demo_order=30,
-    example="example: mobilize train retrieval --data data/grocery --out runs/ret --epochs 60",
+    example="example: mobilize train retrieval --data data/grocery --out runs/ret --train-size 192",
 ))
