@@ -68,6 +68,11 @@ def test_pretrained_errors_are_clear(tmp_path):
     net = build_net(NetConfig(backbone="efficientnet_lite0", lite_blocks=2, input_size=32))
     with pytest.raises(BadInput, match="is neither 'imagenet' nor a file"):
         load_pretrained(net, str(tmp_path / "missing.pth"))
+    from mobilize.models.retrieval.train import train
+
+    with pytest.raises(BadInput, match="is neither 'imagenet' nor a file"):  # before anything is written
+        train(TrainConfig(data="synthetic", out=str(tmp_path / "run"), pretrained=str(tmp_path / "missing.pth")))
+    assert not (tmp_path / "run").exists()
     other = tmp_path / "other.pth"
     torch.save({"_conv_stem.weight": torch.zeros(8, 3, 3, 3)}, other)
     with pytest.raises(BadInput, match="is not an EfficientNet-Lite0 checkpoint: it has no tensor '_bn0.weight'"):

@@ -241,11 +241,13 @@ def train(config: TrainConfig, reporter=None) -> dict:
     from .losses import BatchHardTriplet, Cohort, Student, build_head
     from .metrics import embedding_metrics
     from .model import build_net, count_parameters
-    from .pretrained import load_pretrained
+    from .pretrained import load_pretrained, weights_path
 
     cfg = config
     cfg.validate()
     cfg = resolved(cfg)
+    if from_pretrained(cfg):
+        weights_path(cfg.pretrained)  # a missing file or package fails here, before anything is written
     reporter = reporter or SILENT
     start_time = time.perf_counter()
     env = init_distributed(cfg.device or None)
