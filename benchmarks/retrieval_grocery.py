@@ -238,6 +238,15 @@ def _embed_times(artifact: Path, ckpt: Path, n=50, threads=1):
     return out
 
 
+VARIANTS = [r for r in ROWS if r.startswith(("final-", "lite0-"))]  # the kept recipe's variants: size, schedule, width
+
+
+def _write_json(out: Path, result: dict) -> None:
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    tmp.replace(out)
+
+
 def report_runs_only(args) -> int:
     """Re-measure only the final-*/lite0-* runs found in runs/ (PyTorch, as `report` does) and put
     their rows into the existing JSON; the committed model's export, runtimes, index and search
@@ -246,7 +255,7 @@ def report_runs_only(args) -> int:
     out = RESULTS / "retrieval-grocery.json"
     result = json.loads(out.read_text())
     rows = {e["run"]: e for e in result.get("schedule", [])}
-    found = [r for r in ROWS if r.startswith(("final-", "lite0-")) and (RUNS / r / "model.pt").exists()]
+    found = [r for r in VARIANTS if (RUNS / r / "model.pt").exists()]
     if not found:
         print(f"no final-*/lite0-* run in {RUNS}: nothing to measure", file=sys.stderr)
         return 2
@@ -256,9 +265,7 @@ def report_runs_only(args) -> int:
         print(run, m, flush=True)
     order = list(ROWS)
     result["schedule"] = sorted(rows.values(), key=lambda e: order.index(e["run"]) if e["run"] in order else len(order))
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    tmp.replace(out)
+    _write_json(out, result)
     print(f"wrote {out} ({len(found)} row(s) re-measured)")
     return 0
 
@@ -310,7 +317,7 @@ def report(args) -> int:
         else:
             carry("attention", "attention", label, run)
 
-    for run in (r for r in ROWS if r.startswith(("final-", "lite0-"))):  # the kept recipe's variants: size, schedule, width
+    for run in VARIANTS:
         ckpt = RUNS / run / "model.pt"
         if ckpt.exists():
             m = _evaluate(ckpt, threads=threads)
@@ -369,9 +376,7 @@ def report(args) -> int:
     if carried:
         result["carried_over"] = {"runs": carried, "why": "copied from the previous report: these runs' "
                                   "checkpoints (runs/, git-ignored) were not on the machine that wrote this one"}
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    tmp.replace(out)
+    _write_json(out, result)
     print(f"wrote {out}")
     return 0
 

@@ -149,7 +149,7 @@ def test_head_channels_make_room_for_a_14th_block_under_2m():
 
 def test_frozen_blocks_keep_their_imagenet_weights_and_statistics(tmp_path):
     """--freeze-blocks 2: the stem and blocks 0-1 end a run bit-for-bit as loaded (weights and
-    BatchNorm statistics), the next block and the head do not."""
+    BatchNorm statistics), the next block does not."""
     from mobilize.data.retrieval import make_synthetic_products
     from mobilize.models.retrieval.train import train
 
