@@ -1,8 +1,8 @@
 """Retrieval on the Grocery Store dataset: one technique per row, then the deployed artifacts.
 
 Queries: val/ photos. Gallery: train/ photos + catalog/ iconic images. Every row trains from random
-weights except final and the rows after final-30ep in ROWS, and the lite0-* rows but lite0-*-scratch,
-which start from EfficientNet-Lite0's ImageNet weights.
+weights except the rows built on FINAL (final, final-30ep, final-lr-*, final-blocks-*, final-freeze-*)
+and the lite0-* rows but lite0-*-scratch, which start from EfficientNet-Lite0's ImageNet weights.
 
     python benchmarks/retrieval_grocery.py train ROW [ROW...]   # train rows (skips finished ones)
     python benchmarks/retrieval_grocery.py report               # evaluate, export, time -> JSON
@@ -604,7 +604,8 @@ def _average(paths: list[Path], out: Path) -> Path:
 def soup(args) -> int:
     """Every pair of the runs of SOUP found here (the committed checkpoint stands for `final`) and all
     of them, averaged weight by weight: one deployed network for the training cost of several runs.
-    Each run alone is a row of `report` (the same evaluation)."""
+    Each run alone is a row of `report` (the same evaluation). The average of all SOUP runs is saved
+    as retrieval-grocery-soup.pt."""
     import itertools
     import tempfile
 
@@ -623,6 +624,13 @@ def soup(args) -> int:
                 m = _evaluate(_average([runs[r] for r in combo], Path(tmp) / "soup.pt"), threads=args.threads)
                 out["rows"].append({"runs": list(combo), **{k: m[k] for k in ("recall@1", "recall@5", "map@r")}})
                 print(out["rows"][-1], flush=True)
+    if len(runs) == len(SOUP):  # the average of all of them, kept: runs/ is git-ignored
+        import torch
+
+        kept = _average(list(runs.values()), RESULTS / "retrieval-grocery-soup.pt")
+        state = {k: v for k, v in torch.load(kept, weights_only=True).items() if k not in ("history", "metrics")}
+        torch.save({**state, "soup": list(SOUP)}, kept)
+        print(f"wrote {kept}")
     path = RESULTS / "retrieval-grocery-soup.json"
     _write_json(path, out)
     print(f"wrote {path}")
