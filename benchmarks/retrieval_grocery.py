@@ -23,8 +23,10 @@ Rows (ablation rows share a short schedule; "final" is the longer run of the kep
     mutual       6  + deep mutual learning (two students, one deployed)
     att-none / att-channel: row 4 without attention / with channel instead of spatial attention
                  (final-40ep-att-*: the same question on the 40-epoch recipe, four seeds each)
-    final        the kept recipe: EfficientNet-Lite0 (13 blocks) from ImageNet weights, 224 px, 20 epochs:
-                 the committed checkpoint (since 2026-11-22)
+    final        the kept recipe: EfficientNet-Lite0 (13 blocks) from ImageNet weights, 224 px, 20 epochs
+                 (the committed checkpoint from 2026-11-22 to 2026-12-04)
+    (committed)  the weight average of SOUP's three runs of that network (final, final-lr-2e-3-freeze-5,
+                 final-freeze-5): the committed checkpoint since 2026-12-04
     final-scratch  MobileNet from scratch, 224 px, last stride 1, 120 epochs: committed until 2026-11-22
     final-last-stride-2   that with MobileNet's last stride; final-160: that at 160 px
     final-40ep*  160 px, 40 epochs, one change each: against final-40ep (last stride 2) up to
@@ -32,10 +34,12 @@ Rows (ablation rows share a short schedule; "final" is the longer run of the kep
     lite0-*      EfficientNet-Lite0 backbone from ImageNet weights (160 px, 15 epochs; -scratch: without them)
 
 Runs go to runs/retrieval-grocery/ROW (git-ignored); results to
-benchmarks/results/retrieval-grocery.json; the final checkpoint to
+benchmarks/results/retrieval-grocery.json; the committed checkpoint (the average of the SOUP runs) to
 benchmarks/results/retrieval-grocery.pt. `report` measures the runs it finds; a row whose run is
 not on this machine keeps its figures from the previous report (listed under "carried_over"),
-and without runs/.../final the committed checkpoint itself is re-measured. Training is on CPU:
+and without all SOUP runs the committed checkpoint itself is re-measured. The `final` run's
+checkpoint is in git history (the committed file until 2026-12-04): `soup` restores it into
+runs/ when it is missing. Training is on CPU:
 alone on the 2 cores, `--threads 2` (the 224 px final: about 40 s an epoch); with other jobs on
 the machine, `--threads 1` per run is faster (less OpenMP contention).
 """
@@ -47,6 +51,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -243,7 +248,7 @@ def _embed_times(artifact: Path, ckpt: Path, n=50, threads=1):
     return out
 
 
-VARIANTS = [r for r in ROWS if r.startswith(("final-", "lite0-"))]  # the kept recipe's variants: size, schedule, width
+VARIANTS = [r for r in ROWS if r.startswith(("final", "lite0-"))]  # the kept recipe's runs and variants
 
 
 def _write_json(out: Path, result: dict) -> None:
@@ -294,6 +299,7 @@ def report(args) -> int:
     out = RESULTS / "retrieval-grocery.json"
     previous = json.loads(out.read_text()) if out.exists() else {}
     carried = []
+    _restore_final_run()
 
     def carry(section, key, value, run) -> bool:
         """Copy a row of the previous report whose run's checkpoint (runs/ is git-ignored) is not here."""
@@ -332,15 +338,20 @@ def report(args) -> int:
             carry("schedule", "run", run, run)
 
     committed = RESULTS / "retrieval-grocery.pt"
-    final = RUNS / "final" / "model.pt"
-    if not final.exists() and committed.exists():  # re-measure the committed checkpoint itself
-        final = committed
+    tmp_soup = tempfile.TemporaryDirectory()
+    final = committed  # without all the SOUP runs here, the committed checkpoint itself is re-measured
+    if all((RUNS / r / "model.pt").exists() for r in SOUP):
+        final = _soup_checkpoint(Path(tmp_soup.name) / "soup.pt")
     if final.exists():
         state = torch.load(final, weights_only=True)
         net = build_net(NetConfig.from_dict(state["config"]["net"]))
-        history = _history("final") if final != committed else (previous.get("final") or {}).get("history", [])
-        f = {"config": FINAL, "parameters": count_parameters(net), "history": history}
+        f = {"config": FINAL, "parameters": count_parameters(net),
+             "average_of": {r: {k: v for k, v in ROWS[r].items() if FINAL.get(k) != v} for r in SOUP},
+             "histories": ({r: _history(r) for r in SOUP} if final != committed
+                           else (previous.get("final") or {}).get("histories", {}))}
         f["pytorch"] = _evaluate(final, threads=threads)
+        if final != committed:  # the average has no training-time validation: it carries its measured metrics
+            _with_metrics(final, f["pytorch"])
         f["pytorch_rerank"] = _evaluate(final, rerank=True, threads=threads)
         with tempfile.TemporaryDirectory() as tmp:
             f["pytorch_at_train_size"] = _evaluate(_at_size(final, FINAL["train_size"], Path(tmp)), threads=threads)
@@ -377,6 +388,7 @@ def report(args) -> int:
         f["checkpoint"] = {"path": "benchmarks/results/retrieval-grocery.pt",
                            "bytes": committed.stat().st_size}
         result["final"] = f
+    tmp_soup.cleanup()
     result["search"] = _search_times()
     if carried:
         result["carried_over"] = {"runs": carried, "why": "copied from the previous report: these runs' "
@@ -583,35 +595,66 @@ def expansion(args) -> int:
 SOUP = ("final", "final-lr-2e-3-freeze-5", "final-freeze-5")  # the 13-block ImageNet-initialised runs, one shape
 
 
+FINAL_RUN_COMMIT = "9caebb0"  # the last commit whose benchmarks/results/retrieval-grocery.pt is the `final` run
+
+
+def _restore_final_run() -> None:
+    """runs/ is git-ignored: the `final` run's checkpoint (the committed file until 2026-12-04) and its
+    training history come back from git history (a shallow clone lacks it: then say so and go on)."""
+    out = RUNS / "final"
+    if (out / "model.pt").exists():
+        return
+    got = {}
+    for src in ("benchmarks/results/retrieval-grocery.pt", "benchmarks/results/retrieval-grocery.json"):
+        r = subprocess.run(["git", "show", f"{FINAL_RUN_COMMIT}:{src}"], cwd=REPO, capture_output=True)
+        if r.returncode:
+            print(f"the `final` run is not in runs/ and not restorable from git ({FINAL_RUN_COMMIT}:{src}: "
+                  f"{r.stderr.decode().strip()}; a shallow clone? fetch the history)", file=sys.stderr)
+            return
+        got[src] = r.stdout
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.pt").write_bytes(got["benchmarks/results/retrieval-grocery.pt"])
+    history = json.loads(got["benchmarks/results/retrieval-grocery.json"])["final"]["history"]
+    (out / "history.json").write_text(json.dumps(history))
+    print(f"restored {out / 'model.pt'} from git ({FINAL_RUN_COMMIT})")
+
+
 def _average(paths: list[Path], out: Path) -> Path:
-    """A checkpoint whose weights and BatchNorm statistics are the plain mean of the given runs'
-    ("uniform soup", Wortsman et al., ICML 2022); same architecture, same initial weights."""
-    import torch
+    """`mobilize average` (the plain mean of the runs' weights and BatchNorm statistics)."""
+    import mobilize
 
-    from mobilize.models.retrieval.model import NetConfig
-
-    states = [torch.load(p, weights_only=True) for p in paths]
-    nets = [NetConfig.from_dict(s["config"]["net"]) for s in states]  # older checkpoints lack newer defaults
-    if any(n != nets[0] for n in nets):
-        raise SystemExit(f"cannot average runs of different architectures: {[str(p) for p in paths]}")
-    soup = {k: v for k, v in states[0].items() if k != "optimizer"}
-    soup["model"] = {k: (sum(s["model"][k] for s in states) / len(states) if v.is_floating_point() else v)
-                     for k, v in states[0]["model"].items()}
-    torch.save(soup, out)
+    mobilize.average(paths, out)
     return out
 
 
+def _soup_checkpoint(out: Path) -> Path:
+    """The committed model: the average of all SOUP runs (named by run, not by this machine's paths)."""
+    import torch
+
+    _average([RUNS / r / "model.pt" for r in SOUP], out)
+    state = torch.load(out, weights_only=True)
+    torch.save({**state, "average_of": [f"runs/retrieval-grocery/{r}/model.pt" for r in SOUP]}, out)
+    return out
+
+
+def _with_metrics(ckpt: Path, metrics: dict) -> None:
+    """Store measured val metrics in a checkpoint as training does (the manifest shows them)."""
+    import torch
+
+    state = torch.load(ckpt, weights_only=True)
+    state["metrics"] = {k: metrics[k] for k in ("recall@1", "recall@5", "recall@10", "map@r")}
+    torch.save(state, ckpt)
+
+
 def soup(args) -> int:
-    """Every pair of the runs of SOUP found here (the committed checkpoint stands for `final`) and all
-    of them, averaged weight by weight: one deployed network for the training cost of several runs.
-    Each run alone is a row of `report` (the same evaluation). The average of all SOUP runs is saved
-    as retrieval-grocery-soup.pt."""
+    """Every pair of the runs of SOUP found here and all of them, averaged weight by weight: one
+    deployed network for the training cost of several runs. Each run alone is a row of `report`
+    (the same evaluation); the average of all of them is the committed model (`report` writes it)."""
     import itertools
     import tempfile
 
+    _restore_final_run()
     runs = {r: (RUNS / r / "model.pt") for r in SOUP}
-    if not runs["final"].exists():
-        runs["final"] = RESULTS / "retrieval-grocery.pt"
     runs = {r: p for r, p in runs.items() if p.exists()}
     if len(runs) < 2:
         print(f"fewer than two of {SOUP} found: nothing to average", file=sys.stderr)
@@ -624,13 +667,6 @@ def soup(args) -> int:
                 m = _evaluate(_average([runs[r] for r in combo], Path(tmp) / "soup.pt"), threads=args.threads)
                 out["rows"].append({"runs": list(combo), **{k: m[k] for k in ("recall@1", "recall@5", "map@r")}})
                 print(out["rows"][-1], flush=True)
-    if len(runs) == len(SOUP):  # the average of all of them, kept: runs/ is git-ignored
-        import torch
-
-        kept = _average(list(runs.values()), RESULTS / "retrieval-grocery-soup.pt")
-        state = {k: v for k, v in torch.load(kept, weights_only=True).items() if k not in ("history", "metrics")}
-        torch.save({**state, "soup": list(SOUP)}, kept)
-        print(f"wrote {kept}")
     path = RESULTS / "retrieval-grocery-soup.json"
     _write_json(path, out)
     print(f"wrote {path}")

@@ -18,4 +18,13 @@ export.__doc__ = """Export a model to ONNX, ncnn, TF.js and TFLite, verify each,
 
 See mobilize._export.export for the arguments."""
 
-__all__ = ["export", "__version__"]
+
+def average(*args, **kwargs):
+    from ._average import average as _average
+
+    return _average(*args, **kwargs)
+
+
+average.__doc__ = """Average several runs' weights into one checkpoint. See mobilize._average.average for the arguments."""
+
+__all__ = ["average", "export", "__version__"]
