@@ -281,6 +281,8 @@ def load_checkpoint(path: Path, shapes: list[Shape] | None = None) -> ModelSpec:
     spec = family.spec_from_checkpoint(ckpt, shapes)
     spec.source = SourceInfo("checkpoint", path.name, sha256_file(path), str(path))
     spec.family = family.name
+    if ckpt.get("average_of"):  # `mobilize average`: which runs the weights are the mean of
+        spec.metadata["average_of"] = list(ckpt["average_of"])
     if spec.outputs == []:
         check_reference_runs(spec)
     return spec

@@ -60,6 +60,7 @@ def test_average_of_copies_is_the_run_and_exports_like_it(tmp_path):
     one, same = (load_checkpoint(p) for p in (a, tmp_path / "same.pt"))
     with torch.no_grad():
         assert torch.allclose(one.module(x), same.module(x), atol=1e-6)
+    assert same.metadata["average_of"] == [str(a), str(a)] and "average_of" not in one.metadata
 
 
 @pytest.mark.parametrize("case, message", [
