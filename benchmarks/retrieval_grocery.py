@@ -50,7 +50,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -337,20 +336,20 @@ def report(args) -> int:
         else:
             carry("schedule", "run", run, run)
 
-    committed = RESULTS / "retrieval-grocery.pt"
-    tmp_soup = tempfile.TemporaryDirectory()
-    final = committed  # without all the SOUP runs here, the committed checkpoint itself is re-measured
-    if all((RUNS / r / "model.pt").exists() for r in SOUP):
-        final = _soup_checkpoint(Path(tmp_soup.name) / "soup.pt")
+    final = RESULTS / "retrieval-grocery.pt"
+    averaged = all((RUNS / r / "model.pt").exists() for r in SOUP)
+    if averaged:  # else the committed checkpoint itself is re-measured
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        _soup_checkpoint(final)
     if final.exists():
         state = torch.load(final, weights_only=True)
         net = build_net(NetConfig.from_dict(state["config"]["net"]))
         f = {"config": FINAL, "parameters": count_parameters(net),
              "average_of": {r: {k: v for k, v in ROWS[r].items() if FINAL.get(k) != v} for r in SOUP},
-             "histories": ({r: _history(r) for r in SOUP} if final != committed
+             "histories": ({r: _history(r) for r in SOUP} if averaged
                            else (previous.get("final") or {}).get("histories", {}))}
         f["pytorch"] = _evaluate(final, threads=threads)
-        if final != committed:  # the average has no training-time validation: it carries its measured metrics
+        if averaged:  # the average has no training-time validation: it carries its measured metrics
             _with_metrics(final, f["pytorch"])
         f["pytorch_rerank"] = _evaluate(final, rerank=True, threads=threads)
         with tempfile.TemporaryDirectory() as tmp:
@@ -382,13 +381,8 @@ def report(args) -> int:
             result["cleaning"]["clean_train"] = {**clean.stats, "would_move": len(clean.moves),
                                                  "classes_left_alone": len(clean.notes),
                                                  "examples": [m.__dict__ for m in clean.moves[:10]]}
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        if final != committed:
-            shutil.copyfile(final, committed)
-        f["checkpoint"] = {"path": "benchmarks/results/retrieval-grocery.pt",
-                           "bytes": committed.stat().st_size}
+        f["checkpoint"] = {"path": "benchmarks/results/retrieval-grocery.pt", "bytes": final.stat().st_size}
         result["final"] = f
-    tmp_soup.cleanup()
     result["search"] = _search_times()
     if carried:
         result["carried_over"] = {"runs": carried, "why": "copied from the previous report: these runs' "
@@ -619,19 +613,13 @@ def _restore_final_run() -> None:
     print(f"restored {out / 'model.pt'} from git ({FINAL_RUN_COMMIT})")
 
 
-def _average(paths: list[Path], out: Path) -> Path:
-    """`mobilize average` (the plain mean of the runs' weights and BatchNorm statistics)."""
-    import mobilize
-
-    mobilize.average(paths, out)
-    return out
-
-
 def _soup_checkpoint(out: Path) -> Path:
     """The committed model: the average of all SOUP runs (named by run, not by this machine's paths)."""
     import torch
 
-    _average([RUNS / r / "model.pt" for r in SOUP], out)
+    import mobilize
+
+    mobilize.average([RUNS / r / "model.pt" for r in SOUP], out)
     state = torch.load(out, weights_only=True)
     torch.save({**state, "average_of": [f"runs/retrieval-grocery/{r}/model.pt" for r in SOUP]}, out)
     return out
@@ -653,6 +641,8 @@ def soup(args) -> int:
     import itertools
     import tempfile
 
+    import mobilize
+
     _restore_final_run()
     runs = {r: (RUNS / r / "model.pt") for r in SOUP}
     runs = {r: p for r, p in runs.items() if p.exists()}
@@ -664,7 +654,8 @@ def soup(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(2, len(runs) + 1):
             for combo in itertools.combinations(runs, n):
-                m = _evaluate(_average([runs[r] for r in combo], Path(tmp) / "soup.pt"), threads=args.threads)
+                mobilize.average([runs[r] for r in combo], Path(tmp) / "soup.pt")
+                m = _evaluate(Path(tmp) / "soup.pt", threads=args.threads)
                 out["rows"].append({"runs": list(combo), **{k: m[k] for k in ("recall@1", "recall@5", "map@r")}})
                 print(out["rows"][-1], flush=True)
     path = RESULTS / "retrieval-grocery-soup.json"

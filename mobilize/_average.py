@@ -16,8 +16,7 @@ from pathlib import Path
 
 from .errors import BadInput
 
-DROPPED = ("optimizer", "history", "metrics", "best", "ema")  # one run's training state, not the average's
-TRAIN_STATE = {"epoch", "step"}
+DROPPED = {"optimizer", "history", "metrics", "best", "ema", "epoch", "step"}  # one run's training state
 
 
 def _architecture(ckpt: dict) -> dict:
@@ -43,9 +42,8 @@ def average(checkpoints: list[str | Path], out: str | Path) -> dict:
     counters) are taken from the first. The first checkpoint's config and class names are kept;
     its optimizer state, history and validation metrics are not: they describe one run.
     Returns a summary: the inputs, the output path, the tensor count and the family."""
-    import torch
-
     from .sources import read_checkpoint
+    from .train._common import save_checkpoint
 
     paths = [Path(p) for p in checkpoints]
     if len(paths) < 2:
@@ -60,10 +58,11 @@ def average(checkpoints: list[str | Path], out: str | Path) -> dict:
     first, name = states[0], paths[0]
     if "model" not in first:
         raise BadInput(f"'{name}' has no 'model' weights to average")
+    a = _architecture(first)
     for p, s in zip(paths[1:], states[1:]):
         if s["family"] != first["family"]:
             raise BadInput(f"cannot average a '{s['family']}' checkpoint ('{p}') with a '{first['family']}' one ('{name}')")
-        a, b = _architecture(first), _architecture(s)
+        b = _architecture(s)
         differ = sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
         if differ:
             k = differ[0]
@@ -78,11 +77,6 @@ def average(checkpoints: list[str | Path], out: str | Path) -> dict:
                        f"these start from {', '.join(str(x) for x in starts)}")
     model = {k: (sum(s["model"][k] for s in states) / len(states) if v.is_floating_point() else v)
              for k, v in first["model"].items()}
-    result = {k: v for k, v in first.items() if k not in DROPPED and k not in TRAIN_STATE}
-    result["model"] = model
-    result["average_of"] = [str(p) for p in paths]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(result, tmp)
-    tmp.replace(out)
+    kept = {k: v for k, v in first.items() if k not in DROPPED}
+    save_checkpoint(out, {**kept, "model": model, "average_of": [str(p) for p in paths]})
     return {"family": first["family"], "inputs": [str(p) for p in paths], "out": str(out), "tensors": len(model)}

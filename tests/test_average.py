@@ -71,6 +71,7 @@ def test_average_of_copies_is_the_run_and_exports_like_it(tmp_path):
                 "these start from none, none"),
     ("mixed", "only runs fine-tuned from the same pretrained weights average into a working network; "
               "these start from imagenet, w.pth"),
+    ("tensors", "'{b}' and '{a}' do not have the same tensors: they are different architectures"),
     ("family", "cannot average a 'detector' checkpoint ('{b}') with a 'retrieval' one ('{a}')"),
     ("out", "--out '{a}' is one of the inputs: write the average to a new file"),
     ("missing", "checkpoint '{b}' does not exist"),
@@ -85,6 +86,10 @@ def test_average_refuses_what_does_not_average(tmp_path, run_cli, case, message)
     if case == "family":
         state = torch.load(b, weights_only=True)
         torch.save({**state, "family": "detector"}, b)
+    if case == "tensors":  # a wider network whose config does not name its width: the tensors tell
+        state = torch.load(_run(tmp_path, "b", 1, width=0.5), weights_only=True)
+        state["config"]["net"].pop("width")
+        torch.save(state, b)
     args = {"one": [a], "out": [a, b]}.get(case, [a, b])
     out = a if case == "out" else tmp_path / "soup.pt"
     code, stdout, err = run_cli("average", *args, "--out", out)
