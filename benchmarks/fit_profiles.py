@@ -1,6 +1,6 @@
 """Regenerate the shipped predictor profiles from real measurements.
 
-    .venv/bin/python benchmarks/fit_profiles.py
+    .venv/bin/python benchmarks/fit_profiles.py [--only android|host] [--kernels PATH] [--host-out PATH]
 
 reads   ../shared/data/benchncnn/*.param and published_lowend.json (the ncnn project's
         published benchncnn latencies of low-end Cortex-A53 boards), and
@@ -9,6 +9,10 @@ reads   ../shared/data/benchncnn/*.param and published_lowend.json (the ncnn pro
 writes  mobilize/devices/profiles/android-lowend.json      Snapdragon 410, 4 threads
         mobilize/devices/profiles/android-lowend-1t.json   Snapdragon 410, 1 thread
         the predictor record of mobilize/devices/profiles/host.json (its measuring settings stay)
+
+To validate the host method on another machine without touching the shipped files, time that
+machine's layers into another file and write its host profile elsewhere:
+    --only host --kernels benchmarks/results/latency-host-kernels-X.json --host-out PATH.json
 
 Each Android profile is fitted on its device's published table, and carries every published
 board's prices at the same thread count (`mobilize device calibrate` shrinks a few-model
@@ -20,6 +24,7 @@ The product reads only the written JSON files; ../shared is needed only here.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -38,6 +43,14 @@ DATA = ROOT.parent / "shared" / "data" / "benchncnn"
 HOST = ROOT / "benchmarks" / "results" / "latency-host-benchncnn.json"
 KERNELS = ROOT / "benchmarks" / "results" / "latency-host-kernels.json"
 SD410 = "Qualcomm MSM8916 Snapdragon 410"
+ANDROID = (("android-lowend", 4, "Cortex-A53 class phone (Snapdragon 410 / Raspberry Pi 3 class), ncnn, 4 threads"),
+           ("android-lowend-1t", 1, "Cortex-A53 class phone (Snapdragon 410 / Raspberry Pi 3 class), ncnn, 1 thread"))
+
+
+def _shown(path: Path) -> str:
+    """A path as recorded in a profile: relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def published() -> list[dict]:
@@ -57,6 +70,13 @@ def config_label(c: dict) -> str:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", choices=("android", "host"), help="write only these profiles (default: all)")
+    ap.add_argument("--kernels", type=Path, default=KERNELS, help="the host's layer timings (latency_host_kernels.py)")
+    ap.add_argument("--host-out", type=Path, default=PROFILES / "host.json", help="where the host profile is written")
+    args = ap.parse_args()
+    if args.only == "host" and not args.kernels.is_file():
+        raise SystemExit(f"{args.kernels} is missing: time the layers first (benchmarks/latency_host_kernels.py)")
     if not DATA.is_dir():
         raise SystemExit(f"{DATA} is missing: the published tables are needed to fit the profiles")
     graphs = {p.stem: analyse(p, benchncnn_input_shapes(p)) for p in sorted(DATA.glob("*.param"))}
@@ -98,9 +118,7 @@ def main() -> None:
     borrowed = [borrow_unseen(own[i], seen[i], donors(i)) for i in range(len(configs))]
     own = [b[0] for b in borrowed]
 
-    for name, threads, desc in (
-            ("android-lowend", 4, "Cortex-A53 class phone (Snapdragon 410 / Raspberry Pi 3 class), ncnn, 4 threads"),
-            ("android-lowend-1t", 1, "Cortex-A53 class phone (Snapdragon 410 / Raspberry Pi 3 class), ncnn, 1 thread")):
+    for name, threads, desc in (ANDROID if args.only != "host" else ()):
         idx = next(i for i, c in enumerate(configs)
                    if c["device"].startswith(SD410) and c["cfg"]["num_threads"] == threads)
         cfg = configs[idx]
@@ -135,12 +153,12 @@ def main() -> None:
         loo = record["error_band"]["loo"]
         print(f"{name}: {len(ms)} models, leave-one-out median {loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%")
 
-    if KERNELS.is_file():
+    if args.only != "android" and args.kernels.is_file():
         # This machine is shared: a whole 100 ms inference is almost never left alone, and its
         # fastest run still varies 2-4x between rounds (latency-host-benchncnn.json). A single
         # layer's fastest run is stable, so the host predictor is calibrated (and validated, in
         # latency_host_zoo.py) on the sum of per-layer uncontended times.
-        kern = json.loads(KERNELS.read_text())
+        kern = json.loads(args.kernels.read_text())
         ms = {m: v for m, v in kern["sum_ms"].items() if m in graphs and v > 0}
         # Fitted on whole-model sums and on every layer on its own: the layers pin what
         # millisecond models cannot (the cost of a dispatch, of a 16-channel convolution), and
@@ -148,16 +166,16 @@ def main() -> None:
         # were timed on (recorded with them), not of the one fitting.
         record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, cache_bytes=kern["l2_cache_bytes"],
                                layer_ms={m: kern["layer_ms"][m] for m in ms})
-        record["source"] = {"measured": str(KERNELS.relative_to(ROOT)),
+        record["source"] = {"measured": _shown(args.kernels),
                             "statistic": "sum over layers of each layer's fastest run (1 thread, fp32); "
                                          "fitted on whole models and on each layer",
                             "date": kern.get("date")}
         host = load_profile("host")
         host.predictor = record
-        save_profile(host, PROFILES / "host.json")
+        save_profile(host, args.host_out)
         loo = record["error_band"]["loo"]
         print(f"host: {len(ms)} models, leave-one-out median {loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%")
-    if HOST.is_file():
+    if args.only != "android" and HOST.is_file():
         rounds = json.loads(HOST.read_text()).get("fastest_run_ms", {}).get("1", {})
         if rounds:
             print("whole-model fastest runs, spread over rounds (median of max/min):",

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
-from mobilize.devices.host import l2_cache_bytes  # noqa: E402
+from mobilize.devices.host import cpu_name, l2_cache_bytes  # noqa: E402
 from mobilize.devices.kernels import KernelTimer, time_graph_layers  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "benchncnn"
@@ -46,7 +46,7 @@ def main() -> None:
             print(f"pass {i} {p.stem:22s} sum {sum(times.values()):9.2f} ms ({time.time() - t:.1f} s)", flush=True)
         timer.close()
     result = {"what": "per-layer latency (ms) on this machine, 1 thread, fp32, min over repeats and passes",
-              "date": time.strftime("%Y-%m-%d"), "passes": args.passes,
+              "date": time.strftime("%Y-%m-%d"), "passes": args.passes, "cpu": cpu_name(),
               "l2_cache_bytes": l2_cache_bytes(),  # of the machine measured: the host fit's cache threshold
               "layer_ms": {m: {k: round(v, 5) for k, v in d.items()} for m, d in best.items()},
               "sum_ms": {m: round(sum(d.values()), 3) for m, d in best.items()}}

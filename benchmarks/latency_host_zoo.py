@@ -11,6 +11,9 @@ latency_host_kernels.py and fit_profiles.py: timings on this shared machine drif
 
     .venv/bin/python benchmarks/latency_host_zoo.py [--passes 6] [--rounds 3]
         -> benchmarks/results/latency-host-zoo.json
+
+On another machine, validate the profile fitted there (fit_profiles.py --only host --host-out)
+without touching the shipped one: --profile PATH.json --kernels PATH.json --out PATH.json.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from mobilize import export  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
-from mobilize.devices.host import measure_param  # noqa: E402
+from mobilize.devices.host import cpu_name, measure_param  # noqa: E402
 from mobilize.devices.fit import LAYER_FLOOR_MS, fit_predictor  # noqa: E402
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.kernels import KernelTimer, time_graph_layers  # noqa: E402
@@ -61,12 +64,13 @@ def repeatability(passes: list[dict[str, float]]) -> float:
     return round((max(a, b) / min(a, b) - 1) * 100, 1)
 
 
-def with_other_zoo_models(graphs: dict, measured: dict[str, float], layer_ms: dict[str, dict[str, float]]) -> dict:
+def with_other_zoo_models(graphs: dict, measured: dict[str, float], layer_ms: dict[str, dict[str, float]],
+                          kernels: Path = KERNELS) -> dict:
     """The remedy docs/devices.md offers for unseen shapes, tried here: calibrate with models like
     the ones predicted. Each zoo architecture (both its sizes) is predicted by a host predictor
     fitted as the shipped one (benchncnn whole models and layers) plus the other zoo
     architectures' models and layers. Needs ../shared/data/benchncnn."""
-    kern = json.loads(KERNELS.read_text())
+    kern = json.loads(kernels.read_text())
     bench = {p.stem: analyse(p, benchncnn_input_shapes(p)) for p in sorted(BENCHNCNN.glob("*.param"))}
     bench = {m: g for m, g in bench.items() if kern["sum_ms"].get(m, 0) > 0}
     predicted = {}
@@ -97,8 +101,11 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=6, help="layer-timing passes; the fastest is kept")
     ap.add_argument("--rounds", type=int, default=3, help="whole-model rounds, kept for context")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--profile", default="host", help="the host profile to validate (a name or a .json path)")
+    ap.add_argument("--kernels", type=Path, default=KERNELS,
+                    help="this machine's benchncnn layer timings, for the 'with the other zoo models' refits")
     args = ap.parse_args()
-    host = load_profile("host")
+    host = load_profile(args.profile)
     work = Path(tempfile.mkdtemp(prefix="mobilize-zoo-"))
     graphs, params = {}, {}
     try:
@@ -131,7 +138,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     layer_ms = {k: fastest(v) for k, v in layer_passes.items()}
-    others = with_other_zoo_models(graphs, kernel_sum, layer_ms) if BENCHNCNN.is_dir() else {}
+    others = with_other_zoo_models(graphs, kernel_sum, layer_ms, args.kernels) if BENCHNCNN.is_dir() else {}
     rows = {}
     for label, g in graphs.items():
         measured = kernel_sum[label]
@@ -154,6 +161,7 @@ def main() -> None:
     rep = [k for k in labels if rows[k]["repeatability_pct"] <= REPEATABLE_PCT]
     summary_rep = error_summary([rows[k]["predicted_ms"] for k in rep], [rows[k]["measured_ms"] for k in rep]) if rep else {}
     result = {"what": "host profile's ncnn predictor vs measurement on the export test zoo (unseen architectures)",
+              "cpu": cpu_name(), "profile": args.profile,
               "date": time.strftime("%Y-%m-%d"), "statistic": "sum of per-layer fastest runs, 1 thread, fp32 (as the host profile's calibration)",
               "summary": summary, "summary_models_over_1ms": summary_big,
               f"summary_repeatable_within_{REPEATABLE_PCT}pct": summary_rep, "unrepeatable": sorted(set(labels) - set(rep)),

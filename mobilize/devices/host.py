@@ -34,6 +34,20 @@ def summarize(ms: Sequence[float]) -> dict:
             "min_ms": round(float(a.min()), 4), "runs": int(a.size)}
 
 
+def cpu_name() -> str:
+    """This machine's CPU model as Linux reports it ("AMD EPYC", "Intel(R) Xeon(R) ..."), else the
+    architecture: which machine a host measurement was taken on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.machine()
+
+
 def l2_cache_bytes(default: int = 2 * 1024 * 1024) -> int:
     """This machine's per-core L2 size (Linux sysfs; `default` where it cannot be read): the
     host profile's "cached_bytes" threshold, as a Cortex-A53's 512 KiB L2 is the Android ones'."""
