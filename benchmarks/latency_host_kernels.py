@@ -27,6 +27,15 @@ DATA = ROOT.parent / "shared" / "data" / "benchncnn"
 OUT = ROOT / "benchmarks" / "results" / "latency-host-kernels.json"
 
 
+def kernels_record(best: dict[str, dict[str, float]], passes: int) -> dict:
+    """The stored form of {model: {layer: fastest ms}}: what fit_profiles.py reads."""
+    return {"what": "per-layer latency (ms) on this machine, 1 thread, fp32, min over repeats and passes",
+            "date": time.strftime("%Y-%m-%d"), "passes": passes, "cpu": cpu_name(),
+            "l2_cache_bytes": l2_cache_bytes(),  # of the machine measured: the host fit's cache threshold
+            "layer_ms": {m: {k: round(v, 5) for k, v in d.items()} for m, d in best.items()},
+            "sum_ms": {m: round(sum(d.values()), 3) for m, d in best.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--passes", type=int, default=4, help="independent passes; the minimum per layer is kept")
@@ -45,12 +54,7 @@ def main() -> None:
                 best[p.stem][layer] = ms if prev is None else min(prev, ms)
             print(f"pass {i} {p.stem:22s} sum {sum(times.values()):9.2f} ms ({time.time() - t:.1f} s)", flush=True)
         timer.close()
-    result = {"what": "per-layer latency (ms) on this machine, 1 thread, fp32, min over repeats and passes",
-              "date": time.strftime("%Y-%m-%d"), "passes": args.passes, "cpu": cpu_name(),
-              "l2_cache_bytes": l2_cache_bytes(),  # of the machine measured: the host fit's cache threshold
-              "layer_ms": {m: {k: round(v, 5) for k, v in d.items()} for m, d in best.items()},
-              "sum_ms": {m: round(sum(d.values()), 3) for m, d in best.items()}}
-    Path(args.out).write_text(json.dumps(result, indent=0) + "\n")
+    Path(args.out).write_text(json.dumps(kernels_record(best, args.passes), indent=0) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -14,6 +14,12 @@ latency_host_kernels.py and fit_profiles.py: timings on this shared machine drif
 
 On another machine, validate the profile fitted there (fit_profiles.py --only host --host-out)
 without touching the shipped one: --profile PATH.json --kernels PATH.json --out PATH.json.
+
+--interleave times the benchncnn layers in the same passes as the zoo's (each pass: the zoo, then
+benchncnn), writes them to --kernels, refits the host predictor from them (as fit_profiles.py
+does) and validates that instead of --profile: calibration and validation then see the same
+machine. Run apart, minutes apart, they need not (on 2026-12-04 the benchncnn layers timed 14%
+faster 20 minutes after the calibration run, which alone moved every zoo prediction by as much).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.kernels import KernelTimer, time_graph_layers  # noqa: E402
 from mobilize.devices.predictor import error_summary, predict_graph  # noqa: E402
 from mobilize.devices.profiles import load_profile  # noqa: E402
+from latency_host_kernels import kernels_record  # noqa: E402
 from mobilize.models.zoo import ZOO  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "latency-host-zoo.json"
@@ -104,8 +111,15 @@ def main() -> None:
     ap.add_argument("--profile", default="host", help="the host profile to validate (a name or a .json path)")
     ap.add_argument("--kernels", type=Path, default=KERNELS,
                     help="this machine's benchncnn layer timings, for the 'with the other zoo models' refits")
+    ap.add_argument("--interleave", action="store_true",
+                    help="time the benchncnn layers in the same passes, write them to --kernels, refit and validate that")
     args = ap.parse_args()
-    host = load_profile(args.profile)
+    if args.interleave and not BENCHNCNN.is_dir():
+        raise SystemExit(f"{BENCHNCNN} is missing: --interleave times the benchncnn architectures")
+    bench = {p.stem: (p, analyse(p, benchncnn_input_shapes(p))) for p in sorted(BENCHNCNN.glob("*.param"))} \
+        if args.interleave else {}
+    bench_best: dict[str, dict[str, float]] = {}
+    predictor = load_profile(args.profile).predictor
     work = Path(tempfile.mkdtemp(prefix="mobilize-zoo-"))
     graphs, params = {}, {}
     try:
@@ -124,6 +138,10 @@ def main() -> None:
             timer = KernelTimer()
             for label, g in graphs.items():
                 layer_passes[label].append(time_graph_layers(params[label], g, timer))
+            for m, (path, g) in bench.items():
+                for layer, ms in time_graph_layers(path, g, timer).items():
+                    prev = bench_best.setdefault(m, {}).get(layer)
+                    bench_best[m][layer] = ms if prev is None else min(prev, ms)
             timer.close()
             print(f"layer pass {p_ + 1}/{args.passes} done", flush=True)
         # each layer's fastest run over the passes, summed, as in calibration (latency_host_kernels.py)
@@ -137,12 +155,21 @@ def main() -> None:
             print(f"round {r + 1}/{args.rounds} done", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if bench:  # calibrate on the benchncnn layers timed alongside the zoo's, as fit_profiles.py does
+        kern = kernels_record(bench_best, args.passes)
+        args.kernels.write_text(json.dumps(kern, indent=0) + "\n")
+        ms = {m: v for m, v in kern["sum_ms"].items() if v > 0}
+        predictor = fit_predictor({m: bench[m][1] for m in ms}, ms, prior=None, cache_bytes=kern["l2_cache_bytes"],
+                                  layer_ms={m: kern["layer_ms"][m] for m in ms})
+        loo = predictor["error_band"]["loo"]
+        print(f"refitted on the interleaved benchncnn layers ({args.kernels}): leave-one-model-out median "
+              f"{loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%", flush=True)
     layer_ms = {k: fastest(v) for k, v in layer_passes.items()}
     others = with_other_zoo_models(graphs, kernel_sum, layer_ms, args.kernels) if BENCHNCNN.is_dir() else {}
     rows = {}
     for label, g in graphs.items():
         measured = kernel_sum[label]
-        predicted = predict_graph(host.predictor, g)
+        predicted = predict_graph(predictor, g)
         rows[label] = {"macs": g.macs, "measured_ms": round(measured, 4), "predicted_ms": round(predicted, 4),
                        "error_pct": round((predicted / measured - 1) * 100, 1),
                        "repeatability_pct": repeatability(layer_passes[label]),
@@ -161,11 +188,14 @@ def main() -> None:
     rep = [k for k in labels if rows[k]["repeatability_pct"] <= REPEATABLE_PCT]
     summary_rep = error_summary([rows[k]["predicted_ms"] for k in rep], [rows[k]["measured_ms"] for k in rep]) if rep else {}
     result = {"what": "host profile's ncnn predictor vs measurement on the export test zoo (unseen architectures)",
-              "cpu": cpu_name(), "profile": args.profile,
+              "cpu": cpu_name(), "profile": "refitted on benchncnn layers timed in the same passes" if bench else args.profile,
               "date": time.strftime("%Y-%m-%d"), "statistic": "sum of per-layer fastest runs, 1 thread, fp32 (as the host profile's calibration)",
               "summary": summary, "summary_models_over_1ms": summary_big,
               f"summary_repeatable_within_{REPEATABLE_PCT}pct": summary_rep, "unrepeatable": sorted(set(labels) - set(rep)),
               "models": rows}
+    if bench:
+        result["kernels"] = str(args.kernels)
+        result["host_predictor"] = predictor
     if others:
         result["summary_with_other_zoo_models"] = error_summary([others[k] for k in labels], [rows[k]["measured_ms"] for k in labels])
         result["with_other_zoo_models"] = ("each architecture (both sizes) predicted by a host predictor calibrated on "
