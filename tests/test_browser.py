@@ -67,3 +67,20 @@ def test_browser_check_stores_result(artifact, run_cli):
     assert manifest["checks"]["browser-desktop"]["verdict"] == "pass"
     r = check(artifact, "browser-desktop", budget_ms=1e-6, runtimes=["onnx"], store=False)
     assert r.exit_code() == 1
+
+
+def test_browser_lowend_calibrates_its_throttle_on_this_machine(artifact):
+    """The low-end browser profile throttles until this machine's Chromium scores the profile's
+    BenchmarkIndex: the record says what was measured, throttling lowered the index, and the
+    rate used is the one its own measurements give."""
+    from mobilize.devices.browser import calibrated_rate
+
+    r = check(artifact, "browser-lowend", runtimes=["onnx"], store=False)
+    row = r.rows[0]
+    cal = row["calibration"]
+    assert cal["target_index"] == 138 and cal["host_index"] > 0
+    assert row["throttle"] == cal["rate"] >= 1
+    if cal["first_rate"] > 1:  # this machine is faster than the target phone
+        assert cal["index_at_first_rate"] < cal["host_index"]
+        assert cal["rate"] == calibrated_rate(cal["index_at_first_rate"], 138, cal["first_rate"])
+    assert row["latency_ms"] > 0

@@ -465,3 +465,19 @@ def test_unseen_board_calibrated_from_five_models(published):
     # rule of 2026-11-22: 5.6% / 14.6% against 7.3% / 16.4%)
     assert got["median_abs_pct"] <= 8.0 and got["within_20_pct"] >= 0.9, got
     assert got["median_abs_pct"] < pooled["median_abs_pct"] - 0.5 and got["p90_abs_pct"] < pooled["p90_abs_pct"], (got, pooled)
+
+
+def test_browser_throttle_is_calibrated_to_a_benchmark_index():
+    """browser-lowend names a device by its Lighthouse BenchmarkIndex, not a fixed multiplier: the
+    rate scales the measured index down to the target, and is corrected from a measurement at the
+    first estimate; a machine slower than the target is not throttled."""
+    from mobilize.devices.browser import MAX_RATE, calibrated_rate
+
+    assert calibrated_rate(1380, 138) == 10.0
+    assert calibrated_rate(123, 138, rate=10.0) == 8.91  # at 10x it scored 123: 10 * 123 / 138
+    assert calibrated_rate(100, 138) == 1.0
+    assert calibrated_rate(1e9, 138) == MAX_RATE
+    with pytest.raises(BadInput, match=r"a BenchmarkIndex must be positive \(measured 0, target 138\)"):
+        calibrated_rate(0, 138)
+    lowend = load_profile("browser-lowend")
+    assert lowend.benchmark_index == 138 and load_profile("browser-desktop").benchmark_index is None

@@ -88,16 +88,18 @@ def run(args) -> int:
 def _list(args) -> int:
     from .._ui import table
     from ..devices import list_profiles
+    from ..devices.check import throttle_text
 
     profiles = list_profiles()
     if args.json:
         print_json({p.name: {"kind": p.kind, "description": p.description, "runtimes": p.runtimes,
-                             "threads": p.threads, "throttle": p.throttle} for p in profiles})
+                             "threads": p.threads, "throttle": p.throttle,
+                             "benchmark_index": p.benchmark_index} for p in profiles})
         return 0
     rows = []
     for p in profiles:
         how = {"predicted": "predicted (ncnn)", "host": "measured here",
-               "browser": f"Chromium, CPU {p.throttle:g}x slower"}[p.kind]
+               "browser": f"Chromium, {throttle_text(p)}"}[p.kind]
         rows.append([p.name, how, ", ".join(p.runtimes), p.threads, p.description])
     print(table(rows, ["profile", "latency", "runtimes", "threads", "device"]))
     return 0

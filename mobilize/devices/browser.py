@@ -149,6 +149,51 @@ def run_jobs(jobs: list[dict], artifact: Path | None, timeout_s: float = 900) ->
     return answer["results"]
 
 
+# -- throttling calibrated to this machine ----------------------------------------------------
+# CDP's throttling rate is relative to the machine it runs on: 10x on a fast desktop and 10x on a
+# slow CI runner emulate different phones. Chrome DevTools' calibrated presets instead pick the
+# rate at which this machine's Chromium scores a target device's Lighthouse BenchmarkIndex; a
+# profile with `benchmark_index` does the same (docs/devices.md, "Why a BenchmarkIndex of 138").
+BENCHMARK_MS = 1000  # both halves of one BenchmarkIndex measurement
+MAX_RATE = 100.0
+
+
+def benchmark_index(throttle: float = 1.0) -> dict:
+    """Lighthouse's BenchmarkIndex of this machine's Chromium at a throttling rate:
+    {"index", "strings", "copies"} (higher is faster)."""
+    job = {"runtime": "benchmark", "key": "benchmark", "throttle": float(throttle), "duration_ms": BENCHMARK_MS,
+           "page": "index.html"}
+    res = run_jobs([job], None)[0]
+    if "error" in res or not res.get("index"):
+        raise ToolFailed(f"the BenchmarkIndex measurement failed: {res.get('error', 'no index')}")
+    return {k: res[k] for k in ("index", "strings", "copies")}
+
+
+def calibrated_rate(index: float, target_index: float, rate: float = 1.0) -> float:
+    """The throttling rate expected to bring an index measured at `rate` to `target_index`: the
+    index falls about in proportion to the rate. Never below 1 (a machine slower than the target
+    cannot be sped up) nor above MAX_RATE."""
+    if index <= 0 or target_index <= 0:
+        raise BadInput(f"a BenchmarkIndex must be positive (measured {index:g}, target {target_index:g})")
+    return round(min(max(rate * index / target_index, 1.0), MAX_RATE), 2)
+
+
+def calibrate_throttle(target_index: float) -> dict:
+    """The CPU throttling rate at which this machine's Chromium scores `target_index`: measured at
+    1x, then once more at the first estimate and corrected (throttling slices the renderer's time,
+    so the index does not fall exactly with the rate)."""
+    host = benchmark_index(1.0)
+    first = calibrated_rate(host["index"], target_index)
+    record = {"target_index": target_index, "host_index": host["index"], "host": host, "first_rate": first}
+    if first > 1.0:
+        at_first = benchmark_index(first)
+        record["index_at_first_rate"] = at_first["index"]
+        record["rate"] = calibrated_rate(at_first["index"], target_index, first)
+    else:
+        record["rate"] = 1.0
+    return record
+
+
 # -- jobs from an artifact ------------------------------------------------------------------
 def artifact_jobs(directory: Path, manifest, runtimes: Sequence[str], throttle: float, warmup: int, runs: int,
                   max_seconds: float, min_runs: int = 5) -> list[dict]:
@@ -175,20 +220,27 @@ def artifact_jobs(directory: Path, manifest, runtimes: Sequence[str], throttle: 
 
 def measure_artifact(directory: Path | str, runtimes: Sequence[str] = ("tfjs-wasm", "onnx"),
                      throttle: float | Sequence[float] = 1.0, warmup: int = 3, runs: int = 20,
-                     max_seconds: float = 20.0) -> list[dict]:
+                     max_seconds: float = 20.0, target_index: float | None = None) -> list[dict]:
     """Measure an artifact's TF.js and ONNX files in Chromium at one or more throttling rates.
 
     runtimes: 'tfjs-wasm', 'tfjs-webgl', 'onnx' (onnxruntime-web, wasm). Each result has
-    latency_ms (median), p90_ms, load_ms, first_ms, memory and the raw times.
+    latency_ms (median), p90_ms, load_ms, first_ms, memory and the raw times. With
+    target_index, `throttle` is ignored: the rate is calibrated on this machine so that its
+    Chromium scores that BenchmarkIndex (`calibrate_throttle`), and each result carries the
+    calibration record under "calibration".
     """
     from ..manifest import Manifest
 
     directory = Path(directory)
     manifest = Manifest.load(directory)
-    rates = [float(throttle)] if isinstance(throttle, (int, float)) else [float(t) for t in throttle]
     bad = [r for r in runtimes if r not in ("tfjs-wasm", "tfjs-webgl", "onnx")]
     if bad:
         raise BadInput(f"unknown browser runtime {', '.join(bad)}", "use tfjs-wasm, tfjs-webgl or onnx")
+    calibration = calibrate_throttle(target_index) if target_index else None
+    if calibration:
+        rates = [calibration["rate"]]
+    else:
+        rates = [float(throttle)] if isinstance(throttle, (int, float)) else [float(t) for t in throttle]
     jobs = []
     for rate in rates:
         jobs += artifact_jobs(directory, manifest, runtimes, rate, warmup, runs, max_seconds)
@@ -209,5 +261,7 @@ def measure_artifact(directory: Path | str, runtimes: Sequence[str] = ("tfjs-was
                 "ms": [round(x, 3) for x in res["ms"]]}
             if res.get("renderer"):
                 row["renderer"] = res["renderer"]
+        if calibration:
+            row["calibration"] = calibration
         out.append(row)
     return out

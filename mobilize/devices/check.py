@@ -146,6 +146,13 @@ def _measured_row(runtime: str, r: dict) -> dict:
     return {"runtime": runtime, "method": "measured"} | {k: r[k] for k in keep if k in r}
 
 
+def throttle_text(profile: Profile) -> str:
+    """How a browser profile slows the CPU, in words."""
+    if profile.benchmark_index:
+        return f"CPU throttled to a BenchmarkIndex of {profile.benchmark_index:g} (calibrated here)"
+    return f"CPU throttled {profile.throttle:g}x" if profile.throttle != 1 else "CPU not throttled"
+
+
 def _browser_rows(profile: Profile, target: Path, manifest: Manifest | None, runtimes, log) -> list[dict]:
     from .browser import measure_artifact
 
@@ -153,9 +160,14 @@ def _browser_rows(profile: Profile, target: Path, manifest: Manifest | None, run
         raise BadInput(f"a browser runs an artifact's TF.js or ONNX files, not a bare .param ('{target}')",
                        "export with --target tfjs --target onnx and check the artifact directory")
     wanted = list(runtimes or profile.runtimes)
-    with log.step(f"{profile.name}: Chromium, CPU throttled {profile.throttle:g}x ({', '.join(wanted)})"):
+    with log.step(f"{profile.name}: Chromium, {throttle_text(profile)} ({', '.join(wanted)})"):
         results = measure_artifact(target, wanted, throttle=profile.throttle, warmup=profile.warmup,
-                                   runs=profile.runs, max_seconds=profile.max_seconds)
+                                   runs=profile.runs, max_seconds=profile.max_seconds,
+                                   target_index=profile.benchmark_index)
+    if results and results[0].get("calibration"):
+        cal = results[0]["calibration"]
+        log(f"{profile.name}: this machine's Chromium scores a BenchmarkIndex of {cal['host_index']:g}; "
+                 f"throttled {cal['rate']:g}x to score {cal['target_index']:g}")
     rows = []
     for r in results:
         row = {"method": "measured", "throttle": r["throttle"]} | {k: v for k, v in r.items() if k not in ("throttle",)}

@@ -33,6 +33,9 @@ class Profile:
     runtimes: list[str] = field(default_factory=list)
     threads: int = 1
     throttle: float = 1.0  # browser: CPU slowdown through the DevTools protocol
+    # browser: instead of a fixed throttle, the rate at which this machine's Chromium scores this
+    # Lighthouse BenchmarkIndex (calibrated on each run, as Chrome DevTools' calibrated presets)
+    benchmark_index: float | None = None
     warmup: int = 5
     runs: int = 30
     max_seconds: float = 20.0  # measured kinds stop after this much steady-state time

@@ -1,9 +1,11 @@
 // Drives headless Chromium for mobilize's browser latency checks (playwright-core + CDP).
 //
 // usage: node run_browser.cjs CONFIG_JSON_FILE
-// CONFIG: {executable, page_url, args: [...], jobs: [{runtime, backend, throttle, ...}]}
+// CONFIG: {executable, page_url, args: [...], jobs: [{runtime, backend, throttle, page?, ...}]}
+// (a job's `page` is relative to page_url: the BenchmarkIndex runs on a page without the runtimes)
 // Each job gets a fresh browser context (cold HTTP cache, fresh JS heap), the CPU throttling
-// rate set through the DevTools protocol before the page loads, then window.mobilizeRun(job).
+// rate set through the DevTools protocol before the page loads, then window.mobilizeRun(job)
+// (a model) or, for runtime "benchmark", window.mobilizeBenchmarkIndex(job) (Lighthouse's index).
 // Prints one JSON line: {"results": [...]} (one entry per job, with "error" when it failed).
 'use strict';
 
@@ -25,9 +27,11 @@ async function main() {
         await cdp.send('Emulation.setCPUThrottlingRate', { rate: job.throttle || 1 });
         await cdp.send('Performance.enable');
         const t0 = Date.now();
-        await page.goto(cfg.page_url, { waitUntil: 'load' });
+        await page.goto(job.page ? new URL(job.page, cfg.page_url).href : cfg.page_url, { waitUntil: 'load' });
         const pageLoadMs = Date.now() - t0;
-        const res = await page.evaluate((j) => window.mobilizeRun(j), job);
+        const res = job.runtime === 'benchmark'
+          ? await page.evaluate((j) => window.mobilizeBenchmarkIndex(j), job)
+          : await page.evaluate((j) => window.mobilizeRun(j), job);
         const metrics = {};
         for (const m of (await cdp.send('Performance.getMetrics')).metrics) metrics[m.name] = m.value;
         res.page_load_ms = pageLoadMs;
