@@ -153,7 +153,7 @@ def run_jobs(jobs: list[dict], artifact: Path | None, timeout_s: float = 900) ->
 # CDP's throttling rate is relative to the machine it runs on: 10x on a fast desktop and 10x on a
 # slow CI runner emulate different phones. Chrome DevTools' calibrated presets instead pick the
 # rate at which this machine's Chromium scores a target device's Lighthouse BenchmarkIndex; a
-# profile with `benchmark_index` does the same (docs/devices.md, "Why a BenchmarkIndex of 138").
+# profile with `benchmark_index` does the same (docs/devices.md, "How slow browser-lowend is").
 BENCHMARK_MS = 1000  # both halves of one BenchmarkIndex measurement
 MAX_RATE = 100.0
 

@@ -167,7 +167,7 @@ def _browser_rows(profile: Profile, target: Path, manifest: Manifest | None, run
     if results and results[0].get("calibration"):
         cal = results[0]["calibration"]
         log(f"{profile.name}: this machine's Chromium scores a BenchmarkIndex of {cal['host_index']:g}; "
-                 f"throttled {cal['rate']:g}x to score {cal['target_index']:g}")
+            f"throttled {cal['rate']:g}x to score {cal['target_index']:g}")
     rows = []
     for r in results:
         row = {"method": "measured", "throttle": r["throttle"]} | {k: v for k, v in r.items() if k not in ("throttle",)}
