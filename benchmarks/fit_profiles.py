@@ -38,6 +38,7 @@ from mobilize.devices.fit import OWN_TABLE_STRENGTH, borrow_unseen, fit_predicto
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.predictor import features, fit  # noqa: E402
 from mobilize.devices.profiles import PROFILES, Profile, load_profile, save_profile  # noqa: E402
+from latency_host_kernels import fit_host, shown  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "benchncnn"
 HOST = ROOT / "benchmarks" / "results" / "latency-host-benchncnn.json"
@@ -45,12 +46,6 @@ KERNELS = ROOT / "benchmarks" / "results" / "latency-host-kernels.json"
 SD410 = "Qualcomm MSM8916 Snapdragon 410"
 ANDROID = (("android-lowend", 4, "Cortex-A53 class phone (Snapdragon 410 / Raspberry Pi 3 class), ncnn, 4 threads"),
            ("android-lowend-1t", 1, "Cortex-A53 class phone (Snapdragon 410 / Raspberry Pi 3 class), ncnn, 1 thread"))
-
-
-def _shown(path: Path) -> str:
-    """A path as recorded in a profile: relative to the repository when inside it."""
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def published() -> list[dict]:
@@ -159,14 +154,12 @@ def main() -> None:
         # layer's fastest run is stable, so the host predictor is calibrated (and validated, in
         # latency_host_zoo.py) on the sum of per-layer uncontended times.
         kern = json.loads(args.kernels.read_text())
-        ms = {m: v for m, v in kern["sum_ms"].items() if m in graphs and v > 0}
         # Fitted on whole-model sums and on every layer on its own: the layers pin what
         # millisecond models cannot (the cost of a dispatch, of a 16-channel convolution), and
         # user models are small. "cached_bytes" is below the per-core L2 of the machine the layers
         # were timed on (recorded with them), not of the one fitting.
-        record = fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, cache_bytes=kern["l2_cache_bytes"],
-                               layer_ms={m: kern["layer_ms"][m] for m in ms})
-        record["source"] = {"measured": _shown(args.kernels),
+        record = fit_host(kern, graphs)
+        record["source"] = {"measured": shown(args.kernels),
                             "statistic": "sum over layers of each layer's fastest run (1 thread, fp32); "
                                          "fitted on whole models and on each layer",
                             "date": kern.get("date")}
@@ -174,7 +167,7 @@ def main() -> None:
         host.predictor = record
         save_profile(host, args.host_out)
         loo = record["error_band"]["loo"]
-        print(f"host: {len(ms)} models, leave-one-out median {loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%")
+        print(f"host: {len(record['calibration']['models'])} models, leave-one-out median {loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%")
     if args.only != "android" and HOST.is_file():
         rounds = json.loads(HOST.read_text()).get("fastest_run_ms", {}).get("1", {})
         if rounds:

@@ -44,12 +44,13 @@ def main() -> None:
                    input_shape=[f"1,3,{args.size},{args.size}"])
         g = analyse(work / "a" / m.targets["ncnn"].io["model"],
                     {e["name"]: e["shape"] for e in m.targets["ncnn"].io["inputs"]})
+        lowend_index = load_profile("browser-lowend").benchmark_index
         sessions = []
         for rep in range(args.repeats):
             rows = measure_artifact(work / "a", ["tfjs-wasm", "tfjs-webgl", "onnx"], throttle=[1, 4, 10],
                                     warmup=3, runs=args.runs, max_seconds=60)
             lowend = measure_artifact(work / "a", ["tfjs-wasm", "onnx"], warmup=3, runs=args.runs, max_seconds=60,
-                                      target_index=load_profile("browser-lowend").benchmark_index)
+                                      target_index=lowend_index)
             rows += [r | {"calibrated": True} for r in lowend]
             sessions.append(rows)
             for r in rows:

@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mobilize.devices.fit import fit_predictor  # noqa: E402
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.host import cpu_name, l2_cache_bytes  # noqa: E402
@@ -34,6 +35,22 @@ def kernels_record(best: dict[str, dict[str, float]], passes: int) -> dict:
             "l2_cache_bytes": l2_cache_bytes(),  # of the machine measured: the host fit's cache threshold
             "layer_ms": {m: {k: round(v, 5) for k, v in d.items()} for m, d in best.items()},
             "sum_ms": {m: round(sum(d.values()), 3) for m, d in best.items()}}
+
+
+def fit_host(kern: dict, graphs: dict, loo: bool = True) -> dict:
+    """The host predictor record fitted on a kernels record (`kernels_record`): on whole-model
+    sums and on every layer on its own, below the L2 of the machine the layers were timed on.
+    What fit_profiles.py ships, latency_host_zoo.py --interleave validates and
+    latency_host_replay.py refits."""
+    ms = {m: v for m, v in kern["sum_ms"].items() if m in graphs and v > 0}
+    return fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, cache_bytes=kern["l2_cache_bytes"],
+                         layer_ms={m: kern["layer_ms"][m] for m in ms}, loo=loo)
+
+
+def shown(path: Path) -> str:
+    """A path as recorded in results: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def main() -> None:

@@ -28,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from latency_host_zoo import cases  # noqa: E402
-from mobilize import export  # noqa: E402
-from mobilize.devices.fit import fit_predictor  # noqa: E402
+from latency_host_kernels import fit_host, shown  # noqa: E402
+from latency_host_zoo import cases, export_case  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.predictor import error_summary, predict_graph  # noqa: E402
@@ -46,29 +45,21 @@ def zoo_graphs() -> dict:
     """The zoo's ncnn graphs at the sizes latency_host_zoo.py measures (exported, not timed)."""
     work = Path(tempfile.mkdtemp(prefix="mobilize-replay-"))
     try:
-        graphs = {}
-        for label, name, shape in cases():
-            m = export(f"mobilize.models.zoo:{name}", "ncnn", work / label.replace("@", "_"), input_shape=shape,
-                       verify=False)
-            rec = m.targets["ncnn"]
-            graphs[label] = analyse(Path(m.location) / rec.io["model"], {e["name"]: e["shape"] for e in rec.io["inputs"]},
-                                    name=label)
-        return graphs
+        cases_ = {label: export_case(work, label, name, shape) for label, name, shape in cases()}
+        return {label: case[1] for label, case in cases_.items() if case is not None}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def replay(kernels: Path, zoo: Path, bench: dict, graphs: dict) -> dict:
     kern, measured = json.loads(kernels.read_text()), json.loads(zoo.read_text())
-    ms = {m: v for m, v in kern["sum_ms"].items() if m in bench and v > 0}
-    record = fit_predictor({m: bench[m] for m in ms}, ms, cache_bytes=kern["l2_cache_bytes"],
-                           layer_ms={m: kern["layer_ms"][m] for m in ms})
+    record = fit_host(kern, bench)
     labels = sorted(k for k in measured["models"] if k in graphs)
     rows = {k: {"measured_ms": measured["models"][k]["measured_ms"], "predicted_ms": round(predict_graph(record, graphs[k]), 4)}
             for k in labels}
     for r in rows.values():
         r["error_pct"] = round((r["predicted_ms"] / r["measured_ms"] - 1) * 100, 1)
-    return {"kernels": str(kernels.relative_to(ROOT)), "zoo": str(zoo.relative_to(ROOT)),
+    return {"kernels": shown(kernels), "zoo": shown(zoo),
             "cpu": kern.get("cpu", "unrecorded"), "timed": kern.get("date"),
             "zoo_summary": error_summary([rows[k]["predicted_ms"] for k in labels], [rows[k]["measured_ms"] for k in labels]),
             "leave_one_model_out": record["error_band"]["loo"], "models": rows}

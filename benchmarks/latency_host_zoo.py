@@ -18,8 +18,8 @@ without touching the shipped one: --profile PATH.json --kernels PATH.json --out 
 --interleave times the benchncnn layers in the same passes as the zoo's (each pass: the zoo, then
 benchncnn), writes them to --kernels, refits the host predictor from them (as fit_profiles.py
 does) and validates that instead of --profile: calibration and validation then see the same
-machine. Run apart, minutes apart, they need not (on 2026-12-04 the benchncnn layers timed 14%
-faster 20 minutes after the calibration run, which alone moved every zoo prediction by as much).
+machine. Run apart, minutes apart, they need not (on 2026-12-04 the benchncnn layers timed 13-14%
+faster 20 minutes after the calibration run; refitted on those, most zoo predictions moved 8-26 points).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.kernels import KernelTimer, time_graph_layers  # noqa: E402
 from mobilize.devices.predictor import error_summary, predict_graph  # noqa: E402
 from mobilize.devices.profiles import load_profile  # noqa: E402
-from latency_host_kernels import kernels_record  # noqa: E402
+from latency_host_kernels import fit_host, kernels_record  # noqa: E402
 from mobilize.models.zoo import ZOO  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "latency-host-zoo.json"
@@ -103,6 +103,18 @@ def cases() -> list[tuple[str, str, list | None]]:
     return out
 
 
+def export_case(work: Path, label: str, name: str, shape) -> tuple[Path, object] | None:
+    """One zoo case exported to ncnn (unverified: only its graph and timing matter here):
+    (param file, analysed graph), or None when the export failed (said on stdout)."""
+    m = export(f"mobilize.models.zoo:{name}", "ncnn", work / label.replace("@", "_"), input_shape=shape, verify=False)
+    rec = m.targets["ncnn"]
+    if rec.status != "ok":
+        print(f"{label}: ncnn export {rec.status}: {rec.error}")
+        return None
+    param = Path(m.location) / rec.io["model"]
+    return param, analyse(param, {e["name"]: e["shape"] for e in rec.io["inputs"]}, name=label)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--passes", type=int, default=6, help="layer-timing passes; the fastest is kept")
@@ -114,6 +126,8 @@ def main() -> None:
     ap.add_argument("--interleave", action="store_true",
                     help="time the benchncnn layers in the same passes, write them to --kernels, refit and validate that")
     args = ap.parse_args()
+    if args.passes < 2:
+        ap.error("--passes must be at least 2: repeatability compares the first half of the passes with the second")
     if args.interleave and not BENCHNCNN.is_dir():
         raise SystemExit(f"{BENCHNCNN} is missing: --interleave times the benchncnn architectures")
     bench = {p.stem: (p, analyse(p, benchncnn_input_shapes(p))) for p in sorted(BENCHNCNN.glob("*.param"))} \
@@ -124,14 +138,10 @@ def main() -> None:
     graphs, params = {}, {}
     try:
         for label, name, shape in cases():
-            m = export(f"mobilize.models.zoo:{name}", "ncnn", work / label.replace("@", "_"), input_shape=shape,
-                       verify=False)
-            rec = m.targets["ncnn"]
-            if rec.status != "ok":
-                print(f"{label}: ncnn export {rec.status}: {rec.error}")
+            case = export_case(work, label, name, shape)
+            if case is None:
                 continue
-            params[label] = Path(m.location) / rec.io["model"]
-            graphs[label] = analyse(params[label], {e["name"]: e["shape"] for e in rec.io["inputs"]}, name=label)
+            params[label], graphs[label] = case
             print(f"exported {label}: {graphs[label].macs / 1e6:.1f} MMAC", flush=True)
         layer_passes: dict[str, list[dict[str, float]]] = {k: [] for k in graphs}
         for p_ in range(args.passes):  # independent passes, a fresh timer each (other jobs only ever add time)
@@ -158,9 +168,7 @@ def main() -> None:
     if bench:  # calibrate on the benchncnn layers timed alongside the zoo's, as fit_profiles.py does
         kern = kernels_record(bench_best, args.passes)
         args.kernels.write_text(json.dumps(kern, indent=0) + "\n")
-        ms = {m: v for m, v in kern["sum_ms"].items() if v > 0}
-        predictor = fit_predictor({m: bench[m][1] for m in ms}, ms, prior=None, cache_bytes=kern["l2_cache_bytes"],
-                                  layer_ms={m: kern["layer_ms"][m] for m in ms})
+        predictor = fit_host(kern, {m: g for m, (_, g) in bench.items()})
         loo = predictor["error_band"]["loo"]
         print(f"refitted on the interleaved benchncnn layers ({args.kernels}): leave-one-model-out median "
               f"{loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%", flush=True)
