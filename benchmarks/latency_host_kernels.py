@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilize.devices.fit import fit_predictor  # noqa: E402
+from mobilize.devices.fit import LAYER_FLOOR_MS, MIN_BAND, fit_predictor  # noqa: E402
+from mobilize.devices.predictor import band_from_errors, error_summary  # noqa: E402
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.host import cpu_name, l2_cache_bytes  # noqa: E402
@@ -37,14 +40,35 @@ def kernels_record(best: dict[str, dict[str, float]], passes: int) -> dict:
             "sum_ms": {m: round(sum(d.values()), 3) for m, d in best.items()}}
 
 
-def fit_host(kern: dict, graphs: dict, loo: bool = True) -> dict:
+def fit_host(kern: dict, graphs: dict, loo: bool = True, sampled: bool = False) -> dict:
     """The host predictor record fitted on a kernels record (`kernels_record`): on whole-model
     sums and on every layer on its own, below the L2 of the machine the layers were timed on.
     What fit_profiles.py ships, latency_host_zoo.py --interleave validates and
-    latency_host_replay.py refits."""
+    latency_host_replay.py refits. With `sampled` (and a record that holds them,
+    latency_host_zoo.py --sampled), the sampled convolution bundles (latency_host_sampled.py) join
+    the calibration as models of their own; the leave-one-model-out error is still reported on the
+    benchncnn models alone."""
     ms = {m: v for m, v in kern["sum_ms"].items() if m in graphs and v > 0}
-    return fit_predictor({m: graphs[m] for m in ms}, ms, prior=None, cache_bytes=kern["l2_cache_bytes"],
-                         layer_ms={m: kern["layer_ms"][m] for m in ms}, loo=loo)
+    graphs = {m: graphs[m] for m in ms}
+    layer_ms = {m: kern["layer_ms"][m] for m in ms}
+    if sampled:
+        if "sampled" not in kern:
+            raise SystemExit("this kernels record holds no sampled layers: time them with latency_host_zoo.py --sampled")
+        from latency_host_sampled import write_bundles
+
+        with tempfile.TemporaryDirectory() as d:
+            bundles = write_bundles(Path(d), kern["sampled"]["seed"])
+        for name, (_, g) in bundles.items():
+            graphs[name], layer_ms[name] = g, kern["sampled"]["layer_ms"][name]
+            ms[name] = sum(max(v, LAYER_FLOOR_MS) for v in layer_ms[name].values())
+    record = fit_predictor(graphs, ms, prior=None, cache_bytes=kern["l2_cache_bytes"], layer_ms=layer_ms, loo=loo)
+    if sampled and loo:  # the error band on the architectures, as without the bundles
+        models = record["calibration"]["models"]
+        names = [m for m in models if m in kern["sum_ms"]]
+        pred, meas = [models[m]["loo_predicted_ms"] for m in names], [models[m]["measured_ms"] for m in names]
+        record["error_band"]["loo"] = error_summary(pred, meas)
+        record["error_band"]["log_p90"] = math.ceil(max(band_from_errors(pred, meas), MIN_BAND) * 1e4) / 1e4
+    return record
 
 
 def shown(path: Path) -> str:

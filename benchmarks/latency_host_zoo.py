@@ -20,6 +20,10 @@ benchncnn), writes them to --kernels, refits the host predictor from them (as fi
 does) and validates that instead of --profile: calibration and validation then see the same
 machine. Run apart, minutes apart, they need not (on 2026-12-04 the benchncnn layers timed 13-14%
 faster 20 minutes after the calibration run; refitted on those, most zoo predictions moved 8-26 points).
+
+--sampled (with --interleave) also times nn-Meter-style sampled convolutions (latency_host_sampled.py,
+--seed) in the same passes, stores them with the benchncnn layers and reports a second refit with them
+(`with_sampled`) beside the first: what covering the shapes benchncnn lacks is worth.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.kernels import KernelTimer, time_graph_layers  # noqa: E402
 from mobilize.devices.predictor import error_summary, predict_graph  # noqa: E402
 from mobilize.devices.profiles import load_profile  # noqa: E402
-from latency_host_kernels import fit_host, kernels_record  # noqa: E402
+from latency_host_kernels import fit_host, kernels_record, shown  # noqa: E402
+from latency_host_sampled import SEED, write_bundles  # noqa: E402
 from mobilize.models.zoo import ZOO  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "latency-host-zoo.json"
@@ -125,7 +130,13 @@ def main() -> None:
                     help="this machine's benchncnn layer timings, for the 'with the other zoo models' refits")
     ap.add_argument("--interleave", action="store_true",
                     help="time the benchncnn layers in the same passes, write them to --kernels, refit and validate that")
+    ap.add_argument("--sampled", action="store_true",
+                    help="with --interleave: also time the sampled convolutions (latency_host_sampled.py), store them "
+                         "with the benchncnn layers and validate a refit with them beside the refit without")
+    ap.add_argument("--seed", type=int, default=SEED, help="the sampled convolutions' seed")
     args = ap.parse_args()
+    if args.sampled and not args.interleave:
+        ap.error("--sampled needs --interleave: the sampled layers join a refit on layers timed in the same passes")
     if args.passes < 2:
         ap.error("--passes must be at least 2: repeatability compares the first half of the passes with the second")
     if args.interleave and not BENCHNCNN.is_dir():
@@ -133,10 +144,12 @@ def main() -> None:
     bench = {p.stem: (p, analyse(p, benchncnn_input_shapes(p))) for p in sorted(BENCHNCNN.glob("*.param"))} \
         if args.interleave else {}
     bench_best: dict[str, dict[str, float]] = {}
+    sampled_best: dict[str, dict[str, float]] = {}
     predictor = load_profile(args.profile).predictor
     work = Path(tempfile.mkdtemp(prefix="mobilize-zoo-"))
     graphs, params = {}, {}
     try:
+        bundles = write_bundles(work / "sampled", args.seed) if args.sampled else {}
         for label, name, shape in cases():
             case = export_case(work, label, name, shape)
             if case is None:
@@ -148,10 +161,11 @@ def main() -> None:
             timer = KernelTimer()
             for label, g in graphs.items():
                 layer_passes[label].append(time_graph_layers(params[label], g, timer))
-            for m, (path, g) in bench.items():
-                for layer, ms in time_graph_layers(path, g, timer).items():
-                    prev = bench_best.setdefault(m, {}).get(layer)
-                    bench_best[m][layer] = ms if prev is None else min(prev, ms)
+            for best, models in ((bench_best, bench), (sampled_best, bundles)):
+                for m, (path, g) in models.items():
+                    for layer, ms in time_graph_layers(path, g, timer).items():
+                        prev = best.setdefault(m, {}).get(layer)
+                        best[m][layer] = ms if prev is None else min(prev, ms)
             timer.close()
             print(f"layer pass {p_ + 1}/{args.passes} done", flush=True)
         # each layer's fastest run over the passes, summed, as in calibration (latency_host_kernels.py)
@@ -167,11 +181,19 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     if bench:  # calibrate on the benchncnn layers timed alongside the zoo's, as fit_profiles.py does
         kern = kernels_record(bench_best, args.passes)
+        if sampled_best:
+            kern["sampled"] = {"seed": args.seed, "layer_ms": {m: {k: round(v, 5) for k, v in d.items()}
+                                                          for m, d in sampled_best.items()}}
         args.kernels.write_text(json.dumps(kern, indent=0) + "\n")
         predictor = fit_host(kern, {m: g for m, (_, g) in bench.items()})
         loo = predictor["error_band"]["loo"]
         print(f"refitted on the interleaved benchncnn layers ({args.kernels}): leave-one-model-out median "
               f"{loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%", flush=True)
+        if sampled_best:
+            with_sampled = fit_host(kern, {m: g for m, (_, g) in bench.items()}, sampled=True)
+            loo = with_sampled["error_band"]["loo"]
+            print(f"and with the sampled convolutions: leave-one-model-out median {loo['median_abs_pct']}%, "
+                  f"p90 {loo['p90_abs_pct']}%", flush=True)
     layer_ms = {k: fastest(v) for k, v in layer_passes.items()}
     others = with_other_zoo_models(graphs, kernel_sum, layer_ms, args.kernels) if BENCHNCNN.is_dir() else {}
     rows = {}
@@ -183,6 +205,9 @@ def main() -> None:
                        "repeatability_pct": repeatability(layer_passes[label]),
                        "whole_model_fastest_ms": round(min(rounds[label]), 4), "whole_model_rounds_ms": rounds[label],
                        "layer_ms": {k: round(v, 5) for k, v in layer_ms[label].items()}}
+        if sampled_best:
+            ps = predict_graph(with_sampled, g)
+            rows[label]["with_sampled"] = {"predicted_ms": round(ps, 4), "error_pct": round((ps / measured - 1) * 100, 1)}
         if label in others:
             rows[label]["with_other_zoo_models"] = {"predicted_ms": round(others[label], 4),
                                                     "error_pct": round((others[label] / measured - 1) * 100, 1)}
@@ -202,8 +227,15 @@ def main() -> None:
               f"summary_repeatable_within_{REPEATABLE_PCT}pct": summary_rep, "unrepeatable": sorted(set(labels) - set(rep)),
               "models": rows}
     if bench:
-        result["kernels"] = str(args.kernels)
+        result["kernels"] = shown(args.kernels)
         result["host_predictor"] = predictor
+    if sampled_best:
+        result["summary_with_sampled"] = error_summary([rows[k]["with_sampled"]["predicted_ms"] for k in labels],
+                                                       [rows[k]["measured_ms"] for k in labels])
+        result["with_sampled"] = ("each model predicted by the host predictor refitted on the same benchncnn layers plus "
+                                  "the sampled convolutions (latency_host_sampled.py, seed %d)" % args.seed)
+        result["host_predictor_with_sampled"] = with_sampled
+        print("with the sampled convolutions in calibration:", json.dumps(result["summary_with_sampled"]))
     if others:
         result["summary_with_other_zoo_models"] = error_summary([others[k] for k in labels], [rows[k]["measured_ms"] for k in labels])
         result["with_other_zoo_models"] = ("each architecture (both sizes) predicted by a host predictor calibrated on "
