@@ -53,7 +53,7 @@ def fit_host(kern: dict, graphs: dict, loo: bool = True, sampled: bool = False) 
     layer_ms = {m: kern["layer_ms"][m] for m in ms}
     if sampled:
         if "sampled" not in kern:
-            raise SystemExit("this kernels record holds no sampled layers: time them with latency_host_zoo.py --sampled")
+            raise ValueError("this kernels record holds no sampled layers: time them with latency_host_zoo.py --sampled")
         from latency_host_sampled import write_bundles
 
         with tempfile.TemporaryDirectory() as d:
