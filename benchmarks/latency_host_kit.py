@@ -35,7 +35,7 @@ from mobilize.devices.predictor import error_summary, features, fit, predict  # 
 from mobilize.devices.profiles import load_profile  # noqa: E402
 
 RUNS = {i: (RESULTS / f"latency-host-kernels-epyc-sampled-{i}.json", RESULTS / f"latency-host-zoo-epyc-sampled-{i}.json")
-        for i in (1, 2)}
+        for i in (1, 2, 3)}
 OUT = RESULTS / "latency-host-kit.json"
 SUBSETS = 30
 

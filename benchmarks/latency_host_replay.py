@@ -44,9 +44,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 BENCHNCNN = ROOT.parent / "shared" / "data" / "benchncnn"
 MACHINES = {"xeon": (RESULTS / "latency-host-kernels.json", RESULTS / "latency-host-zoo.json"),
             "epyc": (RESULTS / "latency-host-kernels-epyc.json", RESULTS / "latency-host-zoo-epyc.json"),
-            # two later runs on the EPYC with sampled convolutions (latency_host_zoo.py --sampled, seeds 20261205 and 2)
+            # three later runs on the EPYC with sampled convolutions (latency_host_zoo.py --sampled, seeds 20261205, 2, 3)
             **{f"epyc-sampled-{i}": (RESULTS / f"latency-host-kernels-epyc-sampled-{i}.json",
-                                     RESULTS / f"latency-host-zoo-epyc-sampled-{i}.json") for i in (1, 2)}}
+                                     RESULTS / f"latency-host-zoo-epyc-sampled-{i}.json") for i in (1, 2, 3)}}
 OUT = RESULTS / "latency-host-replay.json"
 
 
