@@ -13,14 +13,13 @@ import argparse
 import json
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilize.devices.fit import LAYER_FLOOR_MS, MIN_BAND, fit_predictor  # noqa: E402
+from mobilize.devices.fit import MIN_BAND, fit_predictor  # noqa: E402
 from mobilize.devices.predictor import band_from_errors, error_summary  # noqa: E402
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
@@ -52,15 +51,10 @@ def fit_host(kern: dict, graphs: dict, loo: bool = True, sampled: bool = False) 
     graphs = {m: graphs[m] for m in ms}
     layer_ms = {m: kern["layer_ms"][m] for m in ms}
     if sampled:
-        if "sampled" not in kern:
-            raise ValueError("this kernels record holds no sampled layers: time them with latency_host_zoo.py --sampled")
-        from latency_host_sampled import write_bundles
+        from latency_host_sampled import timed_bundles
 
-        with tempfile.TemporaryDirectory() as d:
-            bundles = write_bundles(Path(d), kern["sampled"]["seed"])
-        for name, (_, g) in bundles.items():
-            graphs[name], layer_ms[name] = g, kern["sampled"]["layer_ms"][name]
-            ms[name] = sum(max(v, LAYER_FLOOR_MS) for v in layer_ms[name].values())
+        bundle_graphs, bundle_layer_ms, bundle_ms = timed_bundles(kern)
+        graphs, layer_ms, ms = graphs | bundle_graphs, layer_ms | bundle_layer_ms, ms | bundle_ms
     record = fit_predictor(graphs, ms, prior=None, cache_bytes=kern["l2_cache_bytes"], layer_ms=layer_ms, loo=loo)
     if sampled and loo:  # the error band on the architectures, as without the bundles
         models = record["calibration"]["models"]

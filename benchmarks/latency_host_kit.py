@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,16 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from latency_host_replay import BENCHNCNN, RESULTS, zoo_graphs  # noqa: E402
-from latency_host_sampled import write_bundles  # noqa: E402
-from mobilize.devices.fit import LAYER_FLOOR_MS, STRENGTH, reference_prior  # noqa: E402
+from latency_host_replay import BENCHNCNN, RESULTS, SAMPLED_RUNS, zoo_graphs  # noqa: E402
+from latency_host_sampled import timed_bundles  # noqa: E402
+from mobilize.devices.fit import STRENGTH, reference_prior  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.predictor import error_summary, features, fit, predict  # noqa: E402
 from mobilize.devices.profiles import load_profile  # noqa: E402
 
-RUNS = {i: (RESULTS / f"latency-host-kernels-epyc-sampled-{i}.json", RESULTS / f"latency-host-zoo-epyc-sampled-{i}.json")
-        for i in (1, 2, 3)}
 OUT = RESULTS / "latency-host-kit.json"
 SUBSETS = 30
 
@@ -48,12 +45,10 @@ def main() -> None:
     result = {"what": "the host as an unseen device, calibrated as `device calibrate` does from five benchncnn models, "
                       "the five sampled bundles, or both; medians over the calibration subsets",
               "date": time.strftime("%Y-%m-%d"), "prior_strength": STRENGTH, "runs": {}}
-    for run, (kernels, zoo_file) in RUNS.items():
+    for run, (kernels, zoo_file) in SAMPLED_RUNS.items():
         kern, measured = json.loads(kernels.read_text()), json.loads(zoo_file.read_text())
-        with tempfile.TemporaryDirectory() as d:
-            bundles = {n: g for n, (_, g) in write_bundles(Path(d), kern["sampled"]["seed"]).items()}
-        ms = {m: v for m, v in kern["sum_ms"].items() if v > 0 and m in bench}
-        ms |= {n: sum(max(v, LAYER_FLOOR_MS) for v in kern["sampled"]["layer_ms"][n].values()) for n in bundles}
+        bundles, _, bundle_ms = timed_bundles(kern)
+        ms = {m: v for m, v in kern["sum_ms"].items() if v > 0 and m in bench} | bundle_ms
         feats = {n: features((bench | bundles)[n], threads=1, cache_bytes=cache) for n in ms}
         labels = sorted(k for k in measured["models"] if k in zoo)
         zoo_feats = {k: features(zoo[k], threads=1, cache_bytes=cache) for k in labels}
@@ -76,9 +71,9 @@ def main() -> None:
                                   for key in ("median_abs_pct", "p90_abs_pct", "within_20_pct")}
                            for i, part in enumerate(("other_benchncnn_models", "zoo"))} | {"calibrations": len(cals)}
             b, z = rows[label]["other_benchncnn_models"], rows[label]["zoo"]
-            print(f"run {run}, {label:24s} benchncnn median {b['median_abs_pct']}%, p90 {b['p90_abs_pct']}%; "
+            print(f"{run}, {label:24s} benchncnn median {b['median_abs_pct']}%, p90 {b['p90_abs_pct']}%; "
                   f"zoo median {z['median_abs_pct']}%, p90 {z['p90_abs_pct']}%", flush=True)
-        result["runs"][f"epyc-sampled-{run}"] = rows
+        result["runs"][run] = rows
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {OUT}")
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from latency_host_kernels import fit_host, shown  # noqa: E402
-from latency_host_sampled import write_bundles  # noqa: E402
+from latency_host_sampled import timed_bundles  # noqa: E402
 from latency_host_zoo import cases, export_case  # noqa: E402
 from mobilize.devices.fit import LAYER_FLOOR_MS  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
@@ -42,11 +42,12 @@ from mobilize.devices.predictor import MAC_KINDS, error_summary, layer_quantitie
 
 RESULTS = ROOT / "benchmarks" / "results"
 BENCHNCNN = ROOT.parent / "shared" / "data" / "benchncnn"
+# three later runs on the EPYC with sampled convolutions (latency_host_zoo.py --sampled, seeds 20261205, 2, 3)
+SAMPLED_RUNS = {f"epyc-sampled-{i}": (RESULTS / f"latency-host-kernels-epyc-sampled-{i}.json",
+                                      RESULTS / f"latency-host-zoo-epyc-sampled-{i}.json") for i in (1, 2, 3)}
 MACHINES = {"xeon": (RESULTS / "latency-host-kernels.json", RESULTS / "latency-host-zoo.json"),
             "epyc": (RESULTS / "latency-host-kernels-epyc.json", RESULTS / "latency-host-zoo-epyc.json"),
-            # three later runs on the EPYC with sampled convolutions (latency_host_zoo.py --sampled, seeds 20261205, 2, 3)
-            **{f"epyc-sampled-{i}": (RESULTS / f"latency-host-kernels-epyc-sampled-{i}.json",
-                                     RESULTS / f"latency-host-zoo-epyc-sampled-{i}.json") for i in (1, 2, 3)}}
+            **SAMPLED_RUNS}
 OUT = RESULTS / "latency-host-replay.json"
 
 
@@ -84,10 +85,9 @@ def sampled_spread(kern: dict, record: dict) -> dict:
     the fit saw them): per kind, the 10th, 50th and 90th percentile of measured / predicted. What one
     price per kind cannot express however well the calibration covers the shapes."""
     ratios: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as d:
-        bundles = write_bundles(Path(d), kern["sampled"]["seed"])
-    for name, (_, g) in bundles.items():
-        timed = kern["sampled"]["layer_ms"][name]
+    graphs, layer_ms, _ = timed_bundles(kern)
+    for name, g in graphs.items():
+        timed = layer_ms[name]
         for c in g.layers:
             if c.name not in timed:
                 continue

@@ -9,19 +9,22 @@ as a few "bundles": ncnn networks of independent layers, one Input each, so that
 timed alone (kernels.py) and a bundle enters the fit as one model whose layers weigh together as
 much as it does.
 
-    from latency_host_sampled import write_bundles
-    graphs = write_bundles(Path("some/dir"))   # {bundle name: analysed graph}, .param files in the dir
+    from latency_host_sampled import write_bundles, timed_bundles
+    bundles = write_bundles(Path("some/dir"))   # {name: (.param path, analysed graph)}, to time
+    graphs, layer_ms, ms = timed_bundles(kern)  # from a kernels record that holds their timings
 """
 
 from __future__ import annotations
 
 import random
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mobilize.devices.fit import LAYER_FLOOR_MS  # noqa: E402
 from mobilize.devices.graph import Graph, analyse  # noqa: E402
 
 SEED = 20261205
@@ -82,9 +85,21 @@ def write_bundles(folder: Path, seed: int = SEED) -> dict[str, tuple[Path, Graph
     return out
 
 
+def timed_bundles(kern: dict) -> tuple[dict[str, Graph], dict[str, dict[str, float]], dict[str, float]]:
+    """The sampled layers of a kernels record (latency_host_zoo.py --sampled): the bundles' graphs
+    (redrawn from the record's seed: the draw is deterministic), their layer timings, and each
+    bundle's time as the sum of its layers (a layer at or below the loop overhead counts
+    LAYER_FLOOR_MS, as in calibration)."""
+    if "sampled" not in kern:
+        raise ValueError("this kernels record holds no sampled layers: time them with latency_host_zoo.py --sampled")
+    with tempfile.TemporaryDirectory() as d:
+        graphs = {name: g for name, (_, g) in write_bundles(Path(d), kern["sampled"]["seed"]).items()}
+    layer_ms = kern["sampled"]["layer_ms"]
+    return graphs, layer_ms, {n: sum(max(v, LAYER_FLOOR_MS) for v in layer_ms[n].values()) for n in graphs}
+
+
 if __name__ == "__main__":
     import collections
-    import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         for name, (_, g) in write_bundles(Path(d)).items():

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,9 +26,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from latency_host_kernels import fit_host  # noqa: E402
-from latency_host_kit import RUNS  # noqa: E402
-from latency_host_replay import BENCHNCNN, RESULTS, zoo_graphs  # noqa: E402
-from latency_host_sampled import write_bundles  # noqa: E402
+from latency_host_replay import BENCHNCNN, RESULTS, SAMPLED_RUNS, zoo_graphs  # noqa: E402
+from latency_host_sampled import timed_bundles  # noqa: E402
 from mobilize.devices.fit import LAYER_FLOOR_MS  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
@@ -86,22 +84,21 @@ def main() -> None:
     zoo = zoo_graphs()
     result = {"what": "host predictor with a per-kind shape correction fitted on layer rows, on the export test zoo",
               "date": time.strftime("%Y-%m-%d"), "ridge": RIDGE, "min_rows": MIN_ROWS, "clip": CLIP, "runs": {}}
-    for run, (kernels, zoo_file) in RUNS.items():
+    for run, (kernels, zoo_file) in SAMPLED_RUNS.items():
         kern, measured = json.loads(kernels.read_text()), json.loads(zoo_file.read_text())
         cache = kern["l2_cache_bytes"]
         labels = sorted(k for k in measured["models"] if k in zoo)
         meas = [measured["models"][k]["measured_ms"] for k in labels]
-        with tempfile.TemporaryDirectory() as d:
-            bundles = write_bundles(Path(d), kern["sampled"]["seed"])
+        bundles, bundle_layer_ms, _ = timed_bundles(kern)
         for sampled in (False, True):
             record = fit_host(kern, bench, loo=False, sampled=sampled)
             timed = [(bench[m], kern["layer_ms"][m]) for m in kern["sum_ms"] if m in bench]
             if sampled:
-                timed += [(g, kern["sampled"]["layer_ms"][n]) for n, (_, g) in bundles.items()]
+                timed += [(g, bundle_layer_ms[n]) for n, g in bundles.items()]
             coef = corrections(record, timed, cache)
             pred = [predict_corrected(record, coef, zoo[k], cache) for k in labels]
             s = error_summary(pred, meas)
-            name = f"epyc-sampled-{run}" + ("+sampled" if sampled else "")
+            name = run + ("+sampled" if sampled else "")
             result["runs"][name] = {"zoo_summary": s, "errors_pct": {k: round((p / m - 1) * 100, 1)
                                                                       for k, p, m in zip(labels, pred, meas)}}
             print(f"{name}: shape-corrected zoo median {s['median_abs_pct']}%, p90 {s['p90_abs_pct']}%, "

@@ -185,12 +185,13 @@ def main() -> None:
             kern["sampled"] = {"seed": args.seed, "layer_ms": {m: {k: round(v, 5) for k, v in d.items()}
                                                           for m, d in sampled_best.items()}}
         args.kernels.write_text(json.dumps(kern, indent=0) + "\n")
-        predictor = fit_host(kern, {m: g for m, (_, g) in bench.items()})
+        bench_graphs = {m: g for m, (_, g) in bench.items()}
+        predictor = fit_host(kern, bench_graphs)
         loo = predictor["error_band"]["loo"]
         print(f"refitted on the interleaved benchncnn layers ({args.kernels}): leave-one-model-out median "
               f"{loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%", flush=True)
         if sampled_best:
-            with_sampled = fit_host(kern, {m: g for m, (_, g) in bench.items()}, sampled=True)
+            with_sampled = fit_host(kern, bench_graphs, sampled=True)
             loo = with_sampled["error_band"]["loo"]
             print(f"and with the sampled convolutions: leave-one-model-out median {loo['median_abs_pct']}%, "
                   f"p90 {loo['p90_abs_pct']}%", flush=True)
