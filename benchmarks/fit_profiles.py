@@ -17,7 +17,8 @@ machine's layers into another file and write its host profile elsewhere:
 Each Android profile is fitted on its device's published table, and carries every published
 board's prices at the same thread count (`mobilize device calibrate` shrinks a few-model
 calibration towards them, each weighted by how well it explains the measurements) and their
-pooled relative prices, plus a leave-one-model-out error band. The host
+pooled relative prices, plus a leave-one-model-out error band and, per number of models, the
+band that calibrations from that many models reached on the published boards held out. The host
 predictor is fitted on whole-model sums and on every layer timed on its own.
 The product reads only the written JSON files; ../shared is needed only here.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
-from mobilize.devices.fit import OWN_TABLE_STRENGTH, borrow_unseen, fit_predictor, pooled_prior, seen_kinds  # noqa: E402
+from mobilize.devices.fit import (OWN_TABLE_STRENGTH, borrow_unseen, calibration_bands, fit_predictor,  # noqa: E402
+                                  pooled_prior, seen_kinds)
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.predictor import features, fit  # noqa: E402
 from mobilize.devices.profiles import PROFILES, Profile, load_profile, save_profile  # noqa: E402
@@ -111,7 +114,7 @@ def main() -> None:
     # parent's price there (`gemm` = the 1x1 convolutions'); the boards that ran it say how the two
     # compare (on QRB2210 a transformer's GEMM MAC costs 2.4-3.6x a 1x1 convolution's).
     borrowed = [borrow_unseen(own[i], seen[i], donors(i)) for i in range(len(configs))]
-    own = [b[0] for b in borrowed]
+    unborrowed, own = own, [b[0] for b in borrowed]
 
     for name, threads, desc in (ANDROID if args.only != "host" else ()):
         idx = next(i for i, c in enumerate(configs)
@@ -135,6 +138,16 @@ def main() -> None:
         # each published board's own prices: `device calibrate` weighs them by how well each
         # explains a team's few models (better than pooling them alike on a held-out board)
         record["reference_prices"] = {config_label(configs[i]): own[i] for i in peers}
+        # How far off a calibration from k models of a board the references never saw is (each
+        # published board held out in turn, its own prices as they were before borrowing from the
+        # others): `device calibrate` never reports a narrower band than its size reached here.
+        tables = [{"board": configs[i]["device"], "feats": tfeats[configs[i]["cfg"]["num_threads"]],
+                   "ms": {m: v for m, v in configs[i]["ms"].items() if m in graphs}, "prices": unborrowed[i]}
+                  for i in peers]
+        record["calibration_bands"] = {
+            "log_p90": calibration_bands(tables), "subsets": 30,
+            "meaning": "k models (the largest size up to the number measured) calibrating a published board held "
+                       "out from the references left 90% of its other models within x/e^b .. x*e^b"}
         record["prior"] = f"published low-end boards at {'1 thread' if threads == 1 else 'several threads'}"
         record["source"] = {"published": cfg["source"], "device": cfg["device"], "config": cfg["cfg"],
                             "prior_devices": sorted({f"{configs[i]['device'].split('(')[0].strip()} "
@@ -146,7 +159,9 @@ def main() -> None:
                               "fitted by benchmarks/fit_profiles.py; validation in docs/devices.md"])
         save_profile(profile, PROFILES / f"{name}.json")
         loo = record["error_band"]["loo"]
-        print(f"{name}: {len(ms)} models, leave-one-out median {loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%")
+        print(f"{name}: {len(ms)} models, leave-one-out median {loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%; "
+              "held-out calibration bands " + ", ".join(f"{k} models x{math.exp(b):.2f}"
+                                                       for k, b in record["calibration_bands"]["log_p90"].items()))
 
     if args.only != "android" and args.kernels.is_file():
         # This machine is shared: a whole 100 ms inference is almost never left alone, and its

@@ -13,6 +13,11 @@
    prior is the boards' prices weighted by how well each explains the five models; "pooled":
    weighted alike), predict its other models; repeated over random five-model subsets, at
    several prior strengths.
+3. The band of such a calibration: `device calibrate` reports each prediction as x/e^b .. x*e^b.
+   Does it hold on the held-out board's other models 90% of the time? Per calibration size, the
+   rule shipped since 2026-12-05 (b no narrower than the held-out calibrations of the published
+   boards reached, `calibration_bands`, recomputed here without the board being checked) against
+   the rule before it (below 10 models, no narrower than the prior profile's own band).
 
     .venv/bin/python benchmarks/latency_predictor.py  -> benchmarks/results/latency-predictor.json
 """
@@ -32,9 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
-from mobilize.devices.fit import OWN_TABLE_STRENGTH, STRENGTH, pooled_prior, reference_prior  # noqa: E402
+from mobilize.devices.fit import (CALIBRATION_SIZES, MIN_BAND, OWN_TABLE_STRENGTH, STRENGTH, calibration_bands,  # noqa: E402
+                                  held_out_calibrations, loo_predictions, pooled_prior, reference_prior)
 from mobilize.devices.graph import analyse  # noqa: E402
-from mobilize.devices.predictor import error_summary, features, fit, predict  # noqa: E402
+from mobilize.devices.predictor import band_from_errors, error_summary, features, fit, predict  # noqa: E402
+from mobilize.devices.profiles import load_profile  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "benchncnn"
 OUT = ROOT / "benchmarks" / "results" / "latency-predictor.json"
@@ -170,6 +177,53 @@ def unseen_mean(unseen: dict, variant: str, strength: str) -> dict:
     return out
 
 
+def class_tables(configs, tfeats, one: bool) -> list[dict]:
+    """The configurations at one thread class (one thread, or several), as `held_out_calibrations` takes them."""
+    return [{"board": c["board"], "label": c["label"], "feats": tfeats[c["threads"]], "ms": c["ms"],
+             "prices": device_prices(tfeats[c["threads"]], c["ms"], sorted(c["ms"]))}
+            for c in configs if (c["threads"] == 1) == one]
+
+
+def band_coverage(graphs, configs, subsets: int, sizes=CALIBRATION_SIZES) -> dict:
+    """Per thread class and calibration size: how often a calibrated profile's band held the
+    held-out board's other models, under the shipped rule (the larger of the k models' own
+    leave-one-out band and the held-out calibrations' band, the latter computed from the other
+    boards only) and the rule before it (below 10 models, the larger of the own band and the
+    prior profile's)."""
+    tfeats = thread_features(graphs, configs)
+    out = {}
+    for one in (True, False):
+        tables = class_tables(configs, tfeats, one)
+        prior_band = load_profile("android-lowend-1t" if one else "android-lowend").band
+        boards = sorted({t["board"] for t in tables})
+        per_size = {}
+        for k in sizes:
+            hits = {t["label"]: {"before": [], "shipped": []} for t in tables}
+            bands = {"before": [], "shipped": []}
+            for board in boards:
+                held_out = calibration_bands([t for t in tables if t["board"] != board], (k,), subsets)[str(k)]
+                targets = [i for i, t in enumerate(tables) if t["board"] == board]
+                for i, pick, prior, err in held_out_calibrations(tables, k, subsets, targets=targets):
+                    ms = {m: tables[i]["ms"][m] for m in pick}
+                    loo = loo_predictions({m: tables[i]["feats"][m] for m in pick}, ms, prior, STRENGTH)
+                    own = max(band_from_errors([loo[m] for m in pick], [ms[m] for m in pick]), MIN_BAND)
+                    rule = {"before": max(own, prior_band) if k < 10 else own, "shipped": max(own, held_out)}
+                    for r, b in rule.items():
+                        bands[r].append(b)
+                        hits[tables[i]["label"]][r] += [abs(e) <= b for e in err.values()]
+            row = {r: {"coverage": round(float(np.mean([h for v in hits.values() for h in v[r]])), 3),
+                       "median_band_x": round(float(np.exp(np.median(bands[r]))), 3),
+                       "configurations_covered_90": int(sum(np.mean(v[r]) >= 0.9 for v in hits.values()))}
+                   for r in ("before", "shipped")}
+            row["per_configuration"] = {lab: {r: round(float(np.mean(v[r])), 3) for r in v} for lab, v in hits.items()}
+            per_size[str(k)] = row
+            print(f"band coverage, {'1 thread' if one else 'several threads'}, {k} models: before "
+                  f"{row['before']['coverage']:.0%} (x{row['before']['median_band_x']}), shipped "
+                  f"{row['shipped']['coverage']:.0%} (x{row['shipped']['median_band_x']})", flush=True)
+        out["1 thread" if one else "several threads"] = per_size
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--subsets", type=int, default=30)
@@ -179,6 +233,7 @@ def main() -> None:
     configs = load_tables()
     lomo_res = lomo(graphs, configs, STRENGTH)
     unseen = unseen_device(graphs, configs, [0.3, 1.0, 3.0, 10.0], args.subsets)
+    coverage = band_coverage(graphs, configs, args.subsets)
     summary = {v: {"mean_median_abs_pct": round(float(np.mean([r["median_abs_pct"] for r in rows])), 2),
                    "mean_p90_abs_pct": round(float(np.mean([r["p90_abs_pct"] for r in rows])), 2),
                    "devices_meeting_goal": sum(r["median_abs_pct"] <= 10 and r["p90_abs_pct"] <= 20 for r in rows),
@@ -189,7 +244,13 @@ def main() -> None:
               "unseen_summary": {v: {st: unseen_mean(unseen, v, st) for st in next(iter(unseen.values()))[v]}
                                  for v in ("weighted", "pooled")},
               "leave_one_model_out": lomo_res,
-              "unseen_device_five_models": unseen}
+              "unseen_device_five_models": unseen,
+              "calibrated_band_coverage": {
+                  "what": "share of a held-out board's other models inside the band of a profile calibrated from "
+                          "k of its models (goal: 90%); 'shipped': the larger of the k models' own leave-one-out "
+                          "band and the held-out calibrations' band (computed without the board checked); "
+                          "'before': below 10 models, the larger of the own band and the prior profile's",
+                  **coverage}}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
     print(f"wrote {args.out}")

@@ -64,7 +64,8 @@ def run(args) -> int:
     if args.json:
         print_json({"profile": str(args.out), "name": profile.name, "threads": profile.threads,
                     "models": len(profile.predictor["calibration"]["models"]), "loo": loo,
-                    "error_band_log": band.get("log_p90"), "calibrated_range_ms": [lo, hi],
+                    "error_band_log": band.get("log_p90"), "held_out_band": band.get("held_out"),
+                    "calibrated_range_ms": [lo, hi],
                     "prior_references": profile.predictor.get("prior_references")})
     else:
         import math
@@ -74,6 +75,11 @@ def run(args) -> int:
         if loo:
             print(f"leave-one-model-out error: median {loo['median_abs_pct']:.1f}%, 90th percentile "
                   f"{loo['p90_abs_pct']:.1f}%; predictions are reported with a x{math.exp(band['log_p90']):.2f} band")
+        held_out = band.get("held_out")
+        if held_out and held_out["log_p90"] >= band["log_p90"]:
+            print(f"(the band of calibrations from {held_out['models']} models of published boards left out of the "
+                  f"prior: 90% of their other models were within it; a few models' own errors understate "
+                  f"those of models unlike them)")
         print(f"calibrated on models from {lo:.3g} to {hi:.3g} ms; `check` flags a prediction outside that "
               f"range as extrapolated")
         refs = profile.predictor.get("prior_references")

@@ -10,6 +10,7 @@ numbers) fills in what a handful of measurements cannot pin down.
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +29,9 @@ STRENGTH = 1.0  # prior strength; chosen with the five-model holdout (docs/devic
 # boards' (relative) price; every other price is the table's own (docs/devices.md).
 OWN_TABLE_STRENGTH = {"gemv_weight_bytes": 1.0}
 MIN_BAND = math.log(1.10)  # never claim better than +-10%
+# How many models a team might calibrate a phone from: the shipped profiles record, per size, how far
+# off such calibrations were on the published boards held out (`calibration_bands`).
+CALIBRATION_SIZES = (3, 5, 7, 10, 15, 20)
 
 
 def model_graphs(models_dir: Path | str, names: Sequence[str]) -> tuple[dict[str, Graph], list[str]]:
@@ -155,7 +159,14 @@ def calibrate(name: str, measurements: Path | str, models: Path | str, out: Path
     with log.step(f"fitting {name} on {len(graphs)} models (prior: {towards})"):
         record = fit_predictor(graphs, ms, prior=prior_prices, strength=strength, threads=threads,
                                cache_bytes=cache_bytes)
-    if len(graphs) < 10:  # too few models to trust their own spread: no narrower than the prior's
+    # A few models' leave-one-out spread says little about the models they are unlike: the band is
+    # no narrower than what calibrations of that many models reached on published boards held out.
+    held_out = pred.get("calibration_bands")
+    if held_out:
+        size, floor = calibration_band(held_out["log_p90"], len(graphs))
+        record["error_band"]["held_out"] = {"models": size, "log_p90": floor}
+        record["error_band"]["log_p90"] = round(max(record["error_band"]["log_p90"], floor), 4)
+    elif len(graphs) < 10:  # a prior without that record: no narrower than the prior's own band
         record["error_band"]["log_p90"] = round(max(record["error_band"]["log_p90"], prior_profile.band), 4)
     record["prior"] = prior_profile.name
     record["prior_prices"] = prior_prices
@@ -203,6 +214,50 @@ def reference_prior(feats: dict[str, dict], ms: dict[str, float], references: di
     evidence = {k: {"weight": round(weights[k], 4), "rms_log_error": round(math.sqrt(sse[k] / len(names)), 5)}
                 for k in sorted(sse, key=sse.get)}
     return pooled_prior(list(references.values()), list(weights[k] for k in references)), evidence
+
+
+def held_out_calibrations(tables: Sequence[dict], k: int, subsets: int = 30, strength: float = STRENGTH,
+                          seed: int = 0, targets: Sequence[int] | None = None):
+    """Calibrations of boards the references never saw, made as `calibrate` makes them.
+
+    tables: one per device configuration (all at one thread class), each {"board": name,
+    "feats": {model: features}, "ms": {model: measured ms}, "prices": the table's own fit}. Each
+    table (or each index in `targets`) is in turn the new device and the other boards' tables
+    its references; k of its models, drawn at random `subsets` times, calibrate it and its other
+    models are predicted. Yields (table index, the k models, the prior, {other model:
+    log(predicted / measured)})."""
+    rng = random.Random(seed)
+    for i, t in enumerate(tables):
+        if targets is not None and i not in targets:
+            continue
+        refs = {str(j): o["prices"] for j, o in enumerate(tables) if o["board"] != t["board"]}
+        names = sorted(t["ms"])
+        for _ in range(subsets):
+            pick = rng.sample(names, k)
+            ms = {m: t["ms"][m] for m in pick}
+            prior, _ = reference_prior(t["feats"], ms, refs, strength)
+            prices, _ = fit([t["feats"][m] for m in pick], [ms[m] for m in pick], prior=prior, strength=strength)
+            yield i, pick, prior, {m: math.log(predict(prices, t["feats"][m]) / t["ms"][m])
+                                   for m in names if m not in pick}
+
+
+def calibration_bands(tables: Sequence[dict], sizes: Sequence[int] = CALIBRATION_SIZES, subsets: int = 30,
+                      strength: float = STRENGTH, seed: int = 0) -> dict[str, float]:
+    """Per calibration size k: the 90th percentile of |log error| of `held_out_calibrations`
+    (pooled over the held-out tables and subsets), rounded up."""
+    out = {}
+    for k in sizes:
+        errs = [abs(e) for *_, err in held_out_calibrations(tables, k, subsets, strength, seed) for e in err.values()]
+        out[str(k)] = math.ceil(float(np.percentile(errs, 90)) * 1e4) / 1e4
+    return out
+
+
+def calibration_band(bands: dict[str, float], n: int) -> tuple[int, float]:
+    """(size, band) of the held-out calibrations that stand for one from n models: the largest
+    size tabulated up to n (the smallest when n is below all)."""
+    sizes = sorted(int(k) for k in bands)
+    size = max((s for s in sizes if s <= n), default=sizes[0])
+    return size, bands[str(size)]
 
 
 def seen_kinds(feats: Sequence[dict]) -> set[str]:
