@@ -46,7 +46,7 @@ class LayerCost:
     ops: int  # kernel dispatches (a group convolution runs one per group)
     out_shape: list[int]
     in_shapes: list[list[int]] = field(default_factory=list)
-    attrs: dict = field(default_factory=dict)  # convolution geometry: cin, cout, k, s, group
+    attrs: dict = field(default_factory=dict)  # convolution geometry (cin, cout, k, s, group); Concat/Slice axis
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -279,8 +279,14 @@ def weight_bytes(layer: Layer) -> float:
     return 0.0
 
 
-def conv_attrs(layer: Layer, ins: list[list[int]]) -> dict:
+def layer_attrs(layer: Layer, ins: list[list[int]]) -> dict:
+    """What the predictor needs of a layer beyond its shapes: a convolution's geometry, the axis a
+    Concat or Slice works along."""
     p = layer.params
+    if layer.type == "Concat":
+        return {"axis": int(p.get(0, 0))}
+    if layer.type == "Slice":
+        return {"axis": int(p.get(1, 0))}
     if "onvolution" not in layer.type:
         return {}
     cin = ins[0][0] if ins and len(ins[0]) >= 3 else 0
@@ -297,7 +303,7 @@ def layer_costs(layers: list[Layer], shapes: dict[str, list[int]]) -> list[Layer
         kind, ops = classify(layer, ins[0] if ins else [])
         moved = 0.0 if kind == "free" else F32 * (sum(_numel(s) for s in ins) + sum(_numel(s) for s in outs))
         costs.append(LayerCost(layer.name, layer.type, kind, layer_macs(layer, ins, outs), moved,
-                               weight_bytes(layer), ops, outs[0] if outs else [], ins, conv_attrs(layer, ins)))
+                               weight_bytes(layer), ops, outs[0] if outs else [], ins, layer_attrs(layer, ins)))
     return costs
 
 

@@ -97,6 +97,12 @@ def _split_kind(c: LayerCost, base: str) -> str:
     return base + ("_thin" if cout < THIN_CHANNELS else "")
 
 
+# ncnn copies these with a plain loop of memcpy on one thread, whatever num_threads says: Concat and
+# Slice along channels (the first axis) and ShuffleChannel (concat_arm.cpp, slice_arm.cpp,
+# shufflechannel_arm.cpp and the generic shufflechannel.cpp have no OpenMP loop for them)
+SERIAL_COPIES = {"Concat", "Slice", "ShuffleChannel"}
+
+
 def parallel_units(c: LayerCost) -> int:
     """How many independent pieces ncnn's OpenMP loop splits a layer into (0: not modelled).
 
@@ -107,7 +113,11 @@ def parallel_units(c: LayerCost) -> int:
     kernels (GEMM tiles, winograd tiles) and the row-parallel LayerNorm / Softmax / Gemm are
     split finely enough that they are not modelled (0), except a group convolution that is not
     depth-wise: ncnn runs it as one small convolution per group, in turn, each split only over
-    its own (packed) outputs."""
+    its own (packed) outputs. Channel copies (`SERIAL_COPIES`) run on one thread: 1 piece."""
+    if c.type in SERIAL_COPIES:
+        axis = c.attrs.get("axis", 0)
+        if c.type == "ShuffleChannel" or axis == 0 or axis == -len(c.out_shape):
+            return 1
     dense = c.kind.removesuffix("_int8") in DENSE
     group = c.attrs.get("group", 1) if dense else 1
     if group > 1:
