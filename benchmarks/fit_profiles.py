@@ -145,9 +145,11 @@ def main() -> None:
                    "ms": {m: v for m, v in configs[i]["ms"].items() if m in graphs}, "prices": unborrowed[i]}
                   for i in peers]
         record["calibration_bands"] = {
-            "log_p90": calibration_bands(tables), "subsets": 30,
+            "sizes": calibration_bands(tables), "subsets": 30,
             "meaning": "k models (the largest size up to the number measured) calibrating a published board held "
-                       "out from the references left 90% of its other models within x/e^b .. x*e^b"}
+                       "out from the references: log_p90, 90% of their other models within x/e^b .. x*e^b (pooled "
+                       "over the boards); own_factor, the factor on the k models' own leave-one-out band that "
+                       "made max(log_p90, factor * own band) hold 90% on every board"}
         record["prior"] = f"published low-end boards at {'1 thread' if threads == 1 else 'several threads'}"
         record["source"] = {"published": cfg["source"], "device": cfg["device"], "config": cfg["cfg"],
                             "prior_devices": sorted({f"{configs[i]['device'].split('(')[0].strip()} "
@@ -160,8 +162,9 @@ def main() -> None:
         save_profile(profile, PROFILES / f"{name}.json")
         loo = record["error_band"]["loo"]
         print(f"{name}: {len(ms)} models, leave-one-out median {loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%; "
-              "held-out calibration bands " + ", ".join(f"{k} models x{math.exp(b):.2f}"
-                                                       for k, b in record["calibration_bands"]["log_p90"].items()))
+              "held-out calibration bands " + ", ".join(f"{k} models x{math.exp(b['log_p90']):.2f} "
+                                                       f"(own band x{b['own_factor']})"
+                                                       for k, b in record["calibration_bands"]["sizes"].items()))
 
     if args.only != "android" and args.kernels.is_file():
         # This machine is shared: a whole 100 ms inference is almost never left alone, and its

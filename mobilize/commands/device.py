@@ -80,6 +80,10 @@ def run(args) -> int:
             print(f"(the band of calibrations from {held_out['models']} models of published boards left out of the "
                   f"prior: 90% of their other models were within it; a few models' own errors understate "
                   f"those of models unlike them)")
+        elif held_out and band["log_p90"] > held_out["own_log_p90"]:
+            print(f"(your models' own leave-one-out band, x{math.exp(held_out['own_log_p90']):.2f}, widened "
+                  f"{held_out['own_factor']}-fold in log terms: on published boards left out of the prior, "
+                  f"calibrations from {held_out['models']} models needed that to hold 90% of each board's other models)")
         print(f"calibrated on models from {lo:.3g} to {hi:.3g} ms; `check` flags a prediction outside that "
               f"range as extrapolated")
         refs = profile.predictor.get("prior_references")

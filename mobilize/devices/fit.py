@@ -160,12 +160,16 @@ def calibrate(name: str, measurements: Path | str, models: Path | str, out: Path
         record = fit_predictor(graphs, ms, prior=prior_prices, strength=strength, threads=threads,
                                cache_bytes=cache_bytes)
     # A few models' leave-one-out spread says little about the models they are unlike: the band is
-    # no narrower than what calibrations of that many models reached on published boards held out.
+    # what calibrations of that many models needed on published boards held out: no narrower than
+    # their pooled p90, and the own band times the factor that made them hold on every such board.
     held_out = pred.get("calibration_bands")
     if held_out:
-        size, floor = calibration_band(held_out["log_p90"], len(graphs))
-        record["error_band"]["held_out"] = {"models": size, "log_p90": floor}
-        record["error_band"]["log_p90"] = round(max(record["error_band"]["log_p90"], floor), 4)
+        size, rec = calibration_band(held_out["sizes"], len(graphs))
+        cal = record["calibration"]["models"].values()
+        own = band_from_errors([m["loo_predicted_ms"] for m in cal], [m["measured_ms"] for m in cal])
+        band = max(rec["log_p90"], rec["own_factor"] * own, MIN_BAND)
+        record["error_band"]["held_out"] = {"models": size, **rec, "own_log_p90": round(own, 4)}
+        record["error_band"]["log_p90"] = round(band, 4)
     elif len(graphs) < 10:  # a prior without that record: no narrower than the prior's own band
         record["error_band"]["log_p90"] = round(max(record["error_band"]["log_p90"], prior_profile.band), 4)
     record["prior"] = prior_profile.name
@@ -224,8 +228,8 @@ def held_out_calibrations(tables: Sequence[dict], k: int, subsets: int = 30, str
     "feats": {model: features}, "ms": {model: measured ms}, "prices": the table's own fit}. Each
     table (or each index in `targets`) is in turn the new device and the other boards' tables
     its references; k of its models, drawn at random `subsets` times, calibrate it and its other
-    models are predicted. Yields (table index, the k models, the prior, {other model:
-    log(predicted / measured)})."""
+    models are predicted. Yields (table index, the k models, the 90th percentile of their own
+    leave-one-out |log errors|, {other model: log(predicted / measured)})."""
     rng = random.Random(seed)
     for i, t in enumerate(tables):
         if targets is not None and i not in targets:
@@ -235,26 +239,43 @@ def held_out_calibrations(tables: Sequence[dict], k: int, subsets: int = 30, str
         for _ in range(subsets):
             pick = rng.sample(names, k)
             ms = {m: t["ms"][m] for m in pick}
-            prior, _ = reference_prior(t["feats"], ms, refs, strength)
-            prices, _ = fit([t["feats"][m] for m in pick], [ms[m] for m in pick], prior=prior, strength=strength)
-            yield i, pick, prior, {m: math.log(predict(prices, t["feats"][m]) / t["ms"][m])
-                                   for m in names if m not in pick}
+            feats = {m: t["feats"][m] for m in pick}
+            prior, _ = reference_prior(feats, ms, refs, strength)
+            loo = loo_predictions(feats, ms, prior, strength)
+            own = band_from_errors([loo[m] for m in pick], [ms[m] for m in pick])
+            prices, _ = fit([feats[m] for m in pick], [ms[m] for m in pick], prior=prior, strength=strength)
+            yield i, pick, own, {m: math.log(predict(prices, t["feats"][m]) / t["ms"][m]) for m in names if m not in pick}
+
+
+OWN_FACTORS = tuple(round(1.0 + 0.1 * i, 1) for i in range(21))  # 1.0 .. 3.0
 
 
 def calibration_bands(tables: Sequence[dict], sizes: Sequence[int] = CALIBRATION_SIZES, subsets: int = 30,
-                      strength: float = STRENGTH, seed: int = 0) -> dict[str, float]:
-    """Per calibration size k: the 90th percentile of |log error| of `held_out_calibrations`
-    (pooled over the held-out tables and subsets), rounded up."""
+                      strength: float = STRENGTH, seed: int = 0) -> dict[str, dict]:
+    """Per calibration size k: what `held_out_calibrations` say a band must be to hold.
+
+    "log_p90": the 90th percentile of |log error|, pooled over the held-out tables and subsets
+    (rounded up); "own_factor": the smallest factor f (1.0 .. 3.0) such that the band
+    max(log_p90, f * the k models' own leave-one-out band) holds 90% of every held-out board's
+    other models. A pooled percentile holds on average; the factor widens the band of a device
+    whose own few models already disagree, as those of boards unlike the references did."""
     out = {}
     for k in sizes:
-        errs = [abs(e) for *_, err in held_out_calibrations(tables, k, subsets, strength, seed) for e in err.values()]
-        out[str(k)] = math.ceil(float(np.percentile(errs, 90)) * 1e4) / 1e4
+        runs = [(tables[i]["board"], own, np.abs(list(err.values())))
+                for i, _, own, err in held_out_calibrations(tables, k, subsets, strength, seed)]
+        p90 = math.ceil(float(np.percentile(np.concatenate([e for *_, e in runs]), 90)) * 1e4) / 1e4
+
+        def holds(f: float) -> bool:
+            return all(np.mean(np.concatenate([e <= max(p90, f * own) for b, own, e in runs if b == board])) >= 0.9
+                       for board in {b for b, *_ in runs})
+
+        out[str(k)] = {"log_p90": p90, "own_factor": next((f for f in OWN_FACTORS if holds(f)), OWN_FACTORS[-1])}
     return out
 
 
-def calibration_band(bands: dict[str, float], n: int) -> tuple[int, float]:
-    """(size, band) of the held-out calibrations that stand for one from n models: the largest
-    size tabulated up to n (the smallest when n is below all)."""
+def calibration_band(bands: dict[str, dict], n: int) -> tuple[int, dict]:
+    """(size, its record) of the held-out calibrations that stand for one from n models: the
+    largest size tabulated up to n (the smallest when n is below all)."""
     sizes = sorted(int(k) for k in bands)
     size = max((s for s in sizes if s <= n), default=sizes[0])
     return size, bands[str(size)]
