@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -19,8 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mobilize.devices.fit import MIN_BAND, fit_predictor  # noqa: E402
-from mobilize.devices.predictor import band_from_errors, error_summary  # noqa: E402
+from mobilize.devices.fit import fit_predictor, loo_error_band  # noqa: E402
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.host import cpu_name, l2_cache_bytes  # noqa: E402
@@ -60,8 +58,7 @@ def fit_host(kern: dict, graphs: dict, loo: bool = True, sampled: bool = False) 
         models = record["calibration"]["models"]
         names = [m for m in models if m in kern["sum_ms"]]
         pred, meas = [models[m]["loo_predicted_ms"] for m in names], [models[m]["measured_ms"] for m in names]
-        record["error_band"]["loo"] = error_summary(pred, meas)
-        record["error_band"]["log_p90"] = math.ceil(max(band_from_errors(pred, meas), MIN_BAND) * 1e4) / 1e4
+        record["error_band"] = loo_error_band(pred, meas)
     return record
 
 

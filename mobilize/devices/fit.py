@@ -91,6 +91,14 @@ def loo_predictions(feats: dict[str, dict], ms: dict[str, float], prior: dict | 
     return out
 
 
+def loo_error_band(pred: Sequence[float], meas: Sequence[float]) -> dict:
+    """A profile's error band from leave-one-model-out predictions: their 90th percentile of
+    |log error|, rounded up, so that a band is never narrower than MIN_BAND or than the errors say."""
+    band = max(band_from_errors(pred, meas), MIN_BAND)
+    return {"log_p90": math.ceil(band * 1e4) / 1e4, "loo": error_summary(pred, meas),
+            "meaning": "90% of leave-one-model-out predictions were within x/e^b .. x*e^b"}
+
+
 def fit_predictor(graphs: dict[str, Graph], ms: dict[str, float], prior: dict | None = None,
                   strength: float | dict[str, float] = STRENGTH, loo: bool = True, prior_without=None, threads: int = 1,
                   cache_bytes: float = CACHE_BYTES, layer_ms: dict[str, dict[str, float]] | None = None) -> dict:
@@ -113,11 +121,7 @@ def fit_predictor(graphs: dict[str, Graph], ms: dict[str, float], prior: dict | 
         held = loo_predictions(feats, ms, prior, strength, prior_without, layers)
         for n in names:
             models[n]["loo_predicted_ms"] = round(held[n], 3)
-        pred, meas = [held[n] for n in names], [ms[n] for n in names]
-        band = max(band_from_errors(pred, meas), MIN_BAND)
-        # rounded up, so that a band is never narrower than MIN_BAND or than the errors say
-        record["error_band"] = {"log_p90": math.ceil(band * 1e4) / 1e4, "loo": error_summary(pred, meas),
-                                "meaning": "90% of leave-one-model-out predictions were within x/e^b .. x*e^b"}
+        record["error_band"] = loo_error_band([held[n] for n in names], [ms[n] for n in names])
     record["calibration"] = {"models": models, "prior_strength": strength if prior is not None else None,
                              "layer_rows": sum(map(len, layers.values())) if layers else 0}
     return record
