@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -185,3 +186,25 @@ def test_prediction_outside_the_calibrated_range_says_so(tmp_path, run_cli):
     assert code == 0 and "note" not in json.loads(out)["runtimes"]["ncnn"]
     assert extrapolation_note(2 * hi, (lo, hi)) == f"extrapolated: above the slowest model this profile was calibrated on ({hi:.3g} ms)"
     assert extrapolation_note((lo + hi) / 2, (lo, hi)) is None
+
+
+def test_cli_shows_what_was_measured_beyond_latency(artifact, run_cli):
+    """Host rows list runs, load and first-inference time and the process's peak RSS under the
+    verdict table (the issue asks for memory; it was in --json only)."""
+    code, out, _ = run_cli("check", artifact, "--device", "host", "--runtime", "onnx", "--no-store", "--quiet")
+    assert code == 0
+    section = out.split("measured (host):\n", 1)[1].splitlines()
+    assert section[0].split() == ["runtime", "runs", "load", "ms", "first", "inference", "ms", "memory"]
+    onnx = section[2]
+    assert re.fullmatch(r"onnx\s+\d+\s+\d+\s+[\d.]+\s+peak RSS \d+ MB \(\+\d+\)", onnx.strip()), onnx
+
+
+def test_memory_text_names_each_runtimes_memory():
+    from mobilize.commands.check import memory_text
+
+    assert memory_text({"peak_rss_mb": 66.4, "baseline_rss_mb": 28.0}) == "peak RSS 66 MB (+38)"
+    webgl = {"memory": {"num_bytes": 226128, "num_tensors": 41, "num_bytes_in_gpu": 269648},
+             "js_heap_used_bytes": 7369696}
+    assert memory_text(webgl) == "0.23 MB in 41 tensors, 0.27 MB on the GPU; JS heap 7.4 MB"
+    assert memory_text({"memory": {"js_heap_bytes": 8610347}, "js_heap_used_bytes": 6721056}) == "JS heap 6.7 MB"
+    assert memory_text({}) == "-"

@@ -48,6 +48,10 @@ def run(args) -> int:
         print_json(result.to_dict())
     else:
         print(check_table(result))
+        details = measured_table(result)
+        if details:
+            print(f"\nmeasured ({result.device}):")
+            print(details)
         for r in result.rows:
             if r.get("error"):
                 print(f"{r['runtime']}: {r['error']}")
@@ -75,6 +79,33 @@ def check_table(result) -> str:
         fps = 1000.0 / r["latency_ms"] if r["latency_ms"] > 0 else None
         rows.append([result.device, r["runtime"], latency, f"{fps:.1f}" if fps else "-", budget, r.get("verdict", "-")])
     return table(rows, ["device", "runtime", "latency ms", "fps", "budget ms", "verdict"])
+
+
+def memory_text(r: dict) -> str:
+    """A measured run's memory in words: the process's peak RSS (host), TF.js's tensors and the
+    page's JS heap (browser)."""
+    parts = []
+    if "peak_rss_mb" in r:
+        grown = f" (+{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f})" if "baseline_rss_mb" in r else ""
+        parts.append(f"peak RSS {r['peak_rss_mb']:.0f} MB{grown}")
+    mem = r.get("memory") or {}
+    if mem.get("num_bytes") is not None:
+        gpu = f", {mem['num_bytes_in_gpu'] / 1e6:.2f} MB on the GPU" if mem.get("num_bytes_in_gpu") else ""
+        parts.append(f"{mem['num_bytes'] / 1e6:.2f} MB in {mem.get('num_tensors', '?')} tensors{gpu}")
+    if r.get("js_heap_used_bytes"):
+        parts.append(f"JS heap {r['js_heap_used_bytes'] / 1e6:.1f} MB")
+    return "; ".join(parts) or "-"
+
+
+def measured_table(result) -> str:
+    """What the measured runtimes reported beyond latency: runs, load and first-inference time,
+    memory (empty when nothing was measured)."""
+    from .._ui import table
+
+    rows = [[r["runtime"], str(r.get("runs", "-")), f"{r['load_ms']:.0f}" if "load_ms" in r else "-",
+             f"{r['first_ms']:.1f}" if "first_ms" in r else "-", memory_text(r)]
+            for r in result.rows if r.get("method") == "measured" and "latency_ms" in r]
+    return table(rows, ["runtime", "runs", "load ms", "first inference ms", "memory"]) if rows else ""
 
 
 def layers_table(layers) -> str:
