@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
 from mobilize.devices.fit import (OWN_TABLE_STRENGTH, borrow_unseen, calibration_bands, fit_predictor,  # noqa: E402
-                                  pooled_prior, seen_kinds)
+                                  kinds_on_few_boards, pooled_prior, seen_kinds)
 from mobilize.devices.graph import analyse  # noqa: E402
 from mobilize.devices.predictor import features, fit  # noqa: E402
 from mobilize.devices.profiles import PROFILES, Profile, load_profile, save_profile  # noqa: E402
@@ -135,6 +135,12 @@ def main() -> None:
                                prior_without=lambda held, i=idx: others_without(i, held))
         record["prices"], record["borrowed_prices"] = borrow_unseen(record["prices"], seen[idx], donors(idx))
         record["prior_prices"] = pooled_prior([own[i] for i in peers])
+        # kinds that fewer than two boards' models ran (a transformer's GEMMs: QRB2210 alone):
+        # `check` says when a prediction leans on them
+        ran = {}
+        for i in peers:
+            ran.setdefault(configs[i]["device"].split("(")[0].strip(), set()).update(seen[i])
+        record["kinds_on_few_boards"] = kinds_on_few_boards(ran)
         # each published board's own prices: `device calibrate` weighs them by how well each
         # explains a team's few models (better than pooling them alike on a held-out board)
         record["reference_prices"] = {config_label(configs[i]): own[i] for i in peers}

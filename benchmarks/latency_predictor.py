@@ -36,10 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mobilize.devices.measurements import benchncnn_input_shapes  # noqa: E402
+from mobilize.devices.check import evidence_note  # noqa: E402
 from mobilize.devices.fit import (CALIBRATION_SIZES, MIN_BAND, OWN_TABLE_STRENGTH, STRENGTH, calibration_bands,  # noqa: E402
-                                  held_out_calibrations, pooled_prior, reference_prior)
+                                  held_out_calibrations, kinds_on_few_boards, pooled_prior, reference_prior, seen_kinds)
 from mobilize.devices.graph import analyse  # noqa: E402
-from mobilize.devices.predictor import error_summary, features, fit, predict  # noqa: E402
+from mobilize.devices.predictor import error_summary, features, fit, layer_breakdown, predict  # noqa: E402
 from mobilize.devices.profiles import load_profile  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "benchncnn"
@@ -226,6 +227,32 @@ def band_coverage(graphs, configs, subsets: int, sizes=CALIBRATION_SIZES) -> dic
     return out
 
 
+def evidence_marks(graphs, configs, rows) -> dict:
+    """Which leave-one-model-out predictions `check`'s evidence note marks: at least THIN_SHARE of
+    the predicted time in kinds that fewer than FEW_BOARDS boards' other models ran (the held-out
+    model removed from every board, as in `lomo`), with the configuration's prices (device
+    variant rows give the errors)."""
+    tfeats = thread_features(graphs, configs)
+    ran_by = {m: seen_kinds([f[m] for f in tfeats.values()]) for m in graphs}
+    marked, unmarked = [], []
+    for cfg, row in zip(configs, rows):
+        peers = [c for c in configs if (c["threads"] == 1) == (cfg["threads"] == 1)]
+        record = {"prices": device_prices(tfeats[cfg["threads"]], cfg["ms"], sorted(cfg["ms"])), "threads": cfg["threads"]}
+        for m, pred in row["predicted_ms"].items():
+            ran: dict[str, set] = {}
+            for c in peers:
+                ran.setdefault(c["board"], set()).update(*(ran_by[n] for n in c["ms"] if n != m))
+            record["kinds_on_few_boards"] = kinds_on_few_boards(ran)
+            breakdown = layer_breakdown(record, graphs[m])
+            note = evidence_note(record, breakdown, sum(r["ms"] for r in breakdown))
+            err = round(pred / cfg["ms"][m] * 100 - 100, 1)
+            (marked if note else unmarked).append({"configuration": cfg["label"], "model": m, "error_pct": err})
+    share = lambda rows: round(float(np.mean([abs(r["error_pct"]) > 20 for r in rows])), 3) if rows else None  # noqa: E731
+    return {"what": "leave-one-model-out predictions that check's evidence note would mark, and how often each group "
+                    "misses +-20%", "marked": marked, "marked_beyond_20": share(marked),
+            "unmarked": len(unmarked), "unmarked_beyond_20": share(unmarked)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--subsets", type=int, default=30)
@@ -234,6 +261,9 @@ def main() -> None:
     graphs = {p.stem: analyse(p, benchncnn_input_shapes(p)) for p in sorted(DATA.glob("*.param"))}
     configs = load_tables()
     lomo_res = lomo(graphs, configs, STRENGTH)
+    marks = evidence_marks(graphs, configs, lomo_res["device"])
+    print(f"evidence note: marks {len(marks['marked'])} predictions ({marks['marked_beyond_20']:.0%} beyond +-20%), "
+          f"{marks['unmarked']} unmarked ({marks['unmarked_beyond_20']:.0%})", flush=True)
     unseen = unseen_device(graphs, configs, [0.3, 1.0, 3.0, 10.0], args.subsets)
     coverage = band_coverage(graphs, configs, args.subsets)
     summary = {v: {"mean_median_abs_pct": round(float(np.mean([r["median_abs_pct"] for r in rows])), 2),
@@ -246,6 +276,7 @@ def main() -> None:
               "unseen_summary": {v: {st: unseen_mean(unseen, v, st) for st in next(iter(unseen.values()))[v]}
                                  for v in ("weighted", "pooled")},
               "leave_one_model_out": lomo_res,
+              "evidence_note": marks,
               "unseen_device_five_models": unseen,
               "calibrated_band_coverage": {
                   "what": "share of a held-out board's other models inside the band of a profile calibrated from "

@@ -579,3 +579,78 @@ def test_browser_throttle_is_calibrated_to_a_benchmark_index():
         calibrated_rate(0, 138)
     lowend = load_profile("browser-lowend")
     assert lowend.benchmark_index == 138 and load_profile("browser-desktop").benchmark_index is None
+
+
+def test_an_int8_twin_counts_as_run_where_its_fp32_kind_and_some_int8_kind_ran():
+    from mobilize.devices.fit import kinds_on_few_boards
+
+    few = kinds_on_few_boards({"a": {"gemm", "conv1x1", "conv1x1_int8"}, "b": {"conv1x1"}, "c": {"conv1x1"}})
+    assert few["gemm"] == ["a"] and few["gemm_int8"] == ["a"]  # a ran GEMMs and int8 1x1s: its int8 factor holds
+    assert "conv1x1" not in few and few["conv1x1_int8"] == ["a"]
+    assert "conv_layer" not in few  # a surcharge: 0 where no model shows it, not evidence
+
+
+def test_only_the_transformer_held_out_of_its_board_leans_on_kinds_few_boards_ran(published):
+    """Each published model held out of every board (as leave-one-model-out does): `check`'s
+    evidence note marks only the vision transformer on QRB2210, the one board that ran GEMMs
+    (held out, it was predicted 69-75% too fast); it marks nothing among the other 326."""
+    from mobilize.devices.check import evidence_note
+    from mobilize.devices.fit import kinds_on_few_boards, seen_kinds
+    from mobilize.devices.predictor import layer_breakdown
+
+    pub, graphs = published
+    runs = _published_runs(pub, graphs)
+    ran_by = {m: seen_kinds([features(g, threads=t) for t in (1, 4)]) for m, g in graphs.items()}
+    marked = []
+    for board, threads, table in runs:
+        record = {"prices": load_profile("android-lowend" if threads > 1 else "android-lowend-1t").predictor["prices"],
+                  "threads": threads}
+        for m in table:
+            ran = {}
+            for b, t, other in runs:
+                if (t == 1) == (threads == 1):
+                    ran.setdefault(b, set()).update(*(ran_by[n] for n in other if n != m))
+            record["kinds_on_few_boards"] = kinds_on_few_boards(ran)
+            breakdown = layer_breakdown(record, graphs[m])
+            if evidence_note(record, breakdown, sum(r["ms"] for r in breakdown)):
+                marked.append((board.split(" (")[0], threads, m))
+    assert marked == [("Arduino UNO Q - QRB2210", 4, "vision_transformer"),
+                      ("Arduino UNO Q - QRB2210", 1, "vision_transformer")]
+
+
+def test_a_prediction_leaning_on_a_kind_few_boards_ran_says_so(published, tmp_path, run_cli):
+    """A transformer on android-lowend is priced by GEMMs only QRB2210's table has: `check` says so.
+    A team that calibrates with a transformer of its own adds the second board and the note goes;
+    one that calibrates on CNNs keeps it."""
+    pub, graphs = published
+    models = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchncnn"
+    vit = ("check", models / "vision_transformer.param", "--input-shape", "3,384,384", "--json")
+    code, out, _ = run_cli(*vit, "--device", "android-lowend")
+    assert code == 0
+    note = json.loads(out)["runtimes"]["ncnn"]["note"]
+    assert note.endswith(
+        "also 95% of this prediction is priced as gemm (of the boards behind this profile only Arduino UNO Q - "
+        "QRB2210 ran it, at its ratio to conv1x1 there, x2.449): the band was measured on models without it, so "
+        "the error can be larger; measure a model like this one on the phone and calibrate with it "
+        "(mobilize device calibrate)"), note
+    code, out, _ = run_cli("check", models / "mobilenet_v2.param", "--device", "android-lowend", "--json")
+    assert "note" not in json.loads(out)["runtimes"]["ncnn"]
+    _, _, table = next(r for r in _published_runs(pub, graphs) if r[0].startswith("Raspberry Pi") and r[1] == 4)
+    for name, five in (("cnns", ("mobilenet", "resnet18", "squeezenet", "shufflenet_v2", "yolov4-tiny")),
+                       ("with-vit", ("mobilenet", "resnet18", "squeezenet", "shufflenet_v2", "vision_transformer"))):
+        meas = tmp_path / f"{name}.json"  # the transformer's time: QRB2210's at 4 threads, scaled as resnet18's
+        qrb = next(r[2] for r in _published_runs(pub, graphs) if "QRB2210" in r[0] and r[1] == 4)
+        meas.write_text(json.dumps({m: table.get(m, qrb[m] * table["resnet18"] / qrb["resnet18"]) for m in five}))
+        profile = tmp_path / f"{name}-profile.json"
+        code, _, err = run_cli("device", "calibrate", "--name", f"phone-{name}", "--measurements", meas,
+                               "--models", models, "--out", profile, "--threads", "4")
+        assert code == 0, err
+        few = load_profile(str(profile)).predictor["kinds_on_few_boards"]
+        code, out, _ = run_cli(*vit, "--device", profile)
+        note = json.loads(out)["runtimes"]["ncnn"].get("note", "")
+        if name == "cnns":
+            assert few == {"gemm": ["Arduino UNO Q - QRB2210"], "gemm_int8": ["Arduino UNO Q - QRB2210"]}
+            assert "priced as gemm (of the boards behind this profile only Arduino UNO Q - QRB2210 ran it):" in note
+        else:
+            assert few == {"gemm_int8": ["Arduino UNO Q - QRB2210"]}  # no int8 model among the five
+            assert "priced as gemm" not in note

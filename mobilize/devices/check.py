@@ -86,7 +86,8 @@ def predict_rows(profile: Profile, graph: Graph, top: int = 5) -> list[dict]:
 
     ms = predict_graph(profile.predictor, graph)
     band = profile.band
-    layers = sorted(layer_breakdown(profile.predictor, graph), key=lambda r: -r["ms"])[:top]
+    breakdown = layer_breakdown(profile.predictor, graph)
+    layers = sorted(breakdown, key=lambda r: -r["ms"])[:top]
     for r in layers:
         r["share"] = r["ms"] / ms if ms > 0 else 0.0
     row = {"runtime": "ncnn", "method": "predicted", "latency_ms": round(ms, 3),
@@ -94,12 +95,40 @@ def predict_rows(profile: Profile, graph: Graph, top: int = 5) -> list[dict]:
            "threads": profile.threads, "macs": graph.macs,
            "top_layers": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in layers]}
     span = calibrated_range(profile.predictor)
+    notes = []
     if span:
         row["calibrated_range_ms"] = [round(span[0], 3), round(span[1], 3)]
-        note = extrapolation_note(ms, span)
-        if note:
-            row["note"] = note
+        notes.append(extrapolation_note(ms, span))
+    notes.append(evidence_note(profile.predictor, breakdown, ms))
+    if any(notes):
+        row["note"] = "; also ".join(n for n in notes if n)
     return [row]
+
+
+THIN_SHARE = 0.2  # a prediction leaning this much on kinds few boards ran says so
+
+
+def evidence_note(predictor: dict, breakdown: list[dict], ms: float) -> str | None:
+    """Why a prediction that leans on kinds few boards behind the profile ran (`kinds_on_few_boards`:
+    a transformer's GEMMs, which only QRB2210's published table has) deserves less trust."""
+    few = predictor.get("kinds_on_few_boards") or {}
+    shares: dict[str, float] = {}
+    for r in breakdown:
+        if r["kind"] in few and ms > 0:
+            shares[r["kind"]] = shares.get(r["kind"], 0.0) + r["ms"] / ms
+    if sum(shares.values()) < THIN_SHARE:
+        return None
+    parts = []
+    for kind, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+        boards = few[kind]
+        who = f"of the boards behind this profile only {' and '.join(boards)} ran it" if boards \
+            else "no board behind this profile ran it"
+        borrowed = predictor.get("borrowed_prices", {}).get(kind)
+        how = f", at its ratio to {borrowed['ratio_to']} there, x{borrowed['ratio']:g}" if borrowed and boards else ""
+        parts.append(f"{kind} ({share:.0%}; {who}{how})" if len(shares) > 1 else f"{kind} ({who}{how})")
+    return (f"{sum(shares.values()):.0%} of this prediction is priced as {' and '.join(parts)}: the band was measured "
+            f"on models without it, so the error can be larger; measure a model like this one on the phone and "
+            f"calibrate with it (mobilize device calibrate)")
 
 
 def extrapolation_note(ms: float, span: tuple[float, float]) -> str | None:

@@ -178,6 +178,11 @@ def calibrate(name: str, measurements: Path | str, models: Path | str, out: Path
         record["error_band"]["log_p90"] = round(max(record["error_band"]["log_p90"], prior_profile.band), 4)
     record["prior"] = prior_profile.name
     record["prior_prices"] = prior_prices
+    few = pred.get("kinds_on_few_boards")
+    if few is not None:  # this device's models join the evidence for the kinds few boards ran
+        mine = seen_kinds([features(g, threads=threads, cache_bytes=cache_bytes) for g in graphs.values()])
+        record["kinds_on_few_boards"] = {k: boards + [name] * runs_kind(mine, k) for k, boards in few.items()
+                                         if len(boards) + runs_kind(mine, k) < FEW_BOARDS}
     if evidence:
         record["prior_references"] = evidence
     record["source"] = {"measurements": str(measurements), "config": cfg}
@@ -315,6 +320,29 @@ def borrow_unseen(prices: dict[str, float], seen: set[str], donors: Sequence[tup
             out[twin] = out[k] * prices[twin] / prices[k]
         borrowed[k] = {"ratio_to": parent, "ratio": round(ratio, 4), "donors": len(logs)}
     return out, borrowed
+
+
+FEW_BOARDS = 2  # a kind fewer boards' models ran than this is thin evidence (`kinds_on_few_boards`)
+
+
+def runs_kind(kinds: set, k: str) -> bool:
+    """Whether models that ran these kinds ran kind k: an int8 twin counts as run where its fp32
+    kind and some int8 kind were (its price is theirs: `predictor.tie_matrix`)."""
+    return k in kinds or (k in INT8_TWIN and INT8_TWIN[k] in kinds and any(t in kinds for t in INT8_TWIN))
+
+
+def kinds_on_few_boards(ran: dict[str, set]) -> dict[str, list[str]]:
+    """The priced kinds fewer than FEW_BOARDS boards' models ran, each with those boards, from
+    {board: the kinds its models ran} (`runs_kind`). Surcharges fitted only where
+    they show (`EXTRAS`) are left out: they are 0 where no model shows them."""
+    out = {}
+    for k in PRICES:
+        if k in EXTRAS:
+            continue
+        boards = sorted(b for b, kinds in ran.items() if runs_kind(kinds, k))
+        if len(boards) < FEW_BOARDS:
+            out[k] = boards
+    return out
 
 
 def pooled_prior(price_sets: Sequence[dict], weights: Sequence[float] | None = None) -> dict:
