@@ -124,7 +124,7 @@ def main() -> None:
         ms = {m: v for m, v in cfg["ms"].items() if m in graphs}
         # The Snapdragon 410's own table (31 models) sets its prices: across the ten published
         # configurations, leave-one-model-out is better with a device's own table than shrunk
-        # towards the other boards (docs/devices.md, latency-predictor.json: "device" vs "prior"),
+        # towards the other boards (docs/devices-validation.md, latency-predictor.json: "device" vs "prior"),
         # except for the fully connected weights' price, which two models of a table cannot pin:
         # that one leans on the other boards' (OWN_TABLE_STRENGTH). Leave-one-model-out removes
         # the held-out model from the other boards' prices too. The published boards' pooled
@@ -164,7 +164,7 @@ def main() -> None:
                           predictor=record, notes=[
                               "latency is predicted from the ncnn graph: per-layer MACs, bytes and dispatches "
                               "priced per kernel kind (mobilize/devices/predictor.py)",
-                              "fitted by benchmarks/fit_profiles.py; validation in docs/devices.md"])
+                              "fitted by benchmarks/fit_profiles.py; validation in docs/devices-validation.md"])
         save_profile(profile, PROFILES / f"{name}.json")
         loo = record["error_band"]["loo"]
         print(f"{name}: {len(ms)} models, leave-one-out median {loo['median_abs_pct']}%, p90 {loo['p90_abs_pct']}%; "

@@ -6,7 +6,7 @@ has never seen: calibrated as `device calibrate` does (the published boards' 1-t
 weighted by how well each explains the calibration, as the prior; strength 1) from five random
 benchncnn models (30 subsets), from the five bundles, or from both, then predicting the other
 benchncnn models and the export test zoo. The timings are the stored layer sums of the
-latency_host_zoo.py --sampled runs; no timing here (docs/devices.md, "Sampled convolutions").
+latency_host_zoo.py --sampled runs; no timing here (docs/devices-validation.md, "Sampled convolutions").
 
     .venv/bin/python benchmarks/latency_host_kit.py      -> benchmarks/results/latency-host-kit.json (~1 min)
 """

@@ -7,7 +7,7 @@ adds that as a second stage: per priced kind, a ridge regression of the layer ro
 fitted on the calibration layers (benchncnn's, with or without the sampled convolutions of
 latency_host_sampled.py), and applied to each zoo layer (correction clipped to e^+-1.5). Kinds
 with fewer than 10 layer rows keep their price. One specification, written before it was run;
-not used by any profile (docs/devices.md, "Sampled convolutions").
+not used by any profile (docs/devices-validation.md, "Sampled convolutions").
 
     .venv/bin/python benchmarks/latency_host_shape.py      -> benchmarks/results/latency-host-shape.json (~1 min)
 """

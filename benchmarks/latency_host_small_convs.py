@@ -1,6 +1,6 @@
 """Which kernel ncnn runs for a convolution with few channels on this machine, and what it costs.
 
-The host predictor misses `grouped_dilated_prelu` at 224x224 by about -48% (docs/devices.md): its
+The host predictor misses `grouped_dilated_prelu` at 224x224 by about -48% (docs/devices-validation.md): its
 dilated 16-channel convolution and its 4-group convolution take about twice the predicted time.
 This times 3x3 convolutions with 3-32 channels alone (1 thread, fp32, fastest of `--passes`, as
 the calibration layers), each as ncnn picks and with winograd, then also im2col + GEMM, switched

@@ -1,7 +1,7 @@
 """Why wide maps are predicted too fast on this machine: 3x3 convolutions timed alone by map size.
 
 The host predictor misses the zoo's 3x3 convolutions with few channels on 224x224 maps by
-30-50% (docs/devices.md). This times 3x3 stride-1 convolutions with 16-64 channels in and out
+30-50% (docs/devices-validation.md). This times 3x3 stride-1 convolutions with 16-64 channels in and out
 at 56x56, 112x112 and 224x224 (each alone, fastest of `--passes` timings, as the calibration
 layers), and the 48-to-16 channel layer of `unet_tiny` at 224x224 with each of ncnn's winograd
 variants switched off in turn, to tell the map size from the kernel ncnn picks.

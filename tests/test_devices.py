@@ -321,7 +321,7 @@ def test_calibrated_band_holds_on_a_board_never_seen(published):
     """A five-model calibration's band, set from the other boards held out in turn, holds 90% of a
     held-out board's other models (1 thread) and widens most where the board is unlike the
     references; the band of the five models' own leave-one-out errors alone held far fewer
-    (docs/devices.md; latency_predictor.py measures every size and both thread classes)."""
+    (docs/devices-validation.md; latency_predictor.py measures every size and both thread classes)."""
     from mobilize.devices.fit import MIN_BAND, calibration_bands, held_out_calibrations
 
     pub, graphs = published
@@ -529,7 +529,7 @@ def test_transformer_gemms_do_not_price_the_convolutions(published):
 
 def test_unseen_board_calibrated_from_five_models(published):
     """The Snapdragon 410 at 4 threads as if never seen: five of its models weigh the other boards'
-    prices into a prior and calibrate; its other models are predicted (docs/devices.md)."""
+    prices into a prior and calibrate; its other models are predicted (docs/devices-validation.md)."""
     import random
 
     from mobilize.devices.fit import pooled_prior, reference_prior

@@ -23,10 +23,10 @@ from .predictor import (CACHE_BYTES, EXTRAS, INT8_TWIN, PRICES, UNITS, band_from
                         layer_quantities, parent_kind, predict)
 from .profiles import Profile, load_profile, save_profile
 
-STRENGTH = 1.0  # prior strength; chosen with the five-model holdout (docs/devices.md)
+STRENGTH = 1.0  # prior strength; chosen with the five-model holdout (docs/devices-validation.md)
 # A device with a full table of its own (30+ models) still cannot pin the price of a fully connected
 # layer's weights: only alexnet and vgg16 stream 100+ MB of them. That one price leans on the other
-# boards' (relative) price; every other price is the table's own (docs/devices.md).
+# boards' (relative) price; every other price is the table's own (docs/devices-validation.md).
 OWN_TABLE_STRENGTH = {"gemv_weight_bytes": 1.0}
 MIN_BAND = math.log(1.10)  # never claim better than +-10%
 # How many models a team might calibrate a phone from: the shipped profiles record, per size, how far
@@ -210,7 +210,7 @@ def reference_prior(feats: dict[str, dict], ms: dict[str, float], references: di
     (normalised), the probability that the new device is like that board when one prediction
     is off by a log-normal error of sigma. Boards differ in how their kernels compare (four
     A53 cores on a memory-starved board are not four on a phone), and five models tell which
-    boards a new one resembles better than they pin prices of their own (docs/devices.md).
+    boards a new one resembles better than they pin prices of their own (docs/devices-validation.md).
     Returns the prior (the weighted geometric mean of the centred reference prices, as
     `pooled_prior`) and, per reference, its weight and RMS log error."""
     names = sorted(ms)
@@ -361,6 +361,6 @@ def pooled_prior(price_sets: Sequence[dict], weights: Sequence[float] | None = N
 
 
 def lomo_errors(graphs: dict[str, Graph], ms: dict[str, float], **kw) -> dict:
-    """Leave-one-model-out summary for one device (what docs/devices.md reports)."""
+    """Leave-one-model-out summary for one device (what docs/devices-validation.md reports)."""
     rec = fit_predictor(graphs, ms, **kw)
     return rec["error_band"]["loo"]

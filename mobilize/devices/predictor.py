@@ -27,7 +27,7 @@ Prices are fitted in log space (relative error is what matters from a 15 ms mode
 A device measured on only a few models cannot pin down every price, so `fit` can shrink them
 towards a prior: each price stays near the prior's, scaled by one free device factor, unless the
 measurements say otherwise. See `benchmarks/fit_profiles.py` for how the shipped profiles are
-made and docs/devices.md for how well this does.
+made and docs/devices-validation.md for how well this does.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def calibrated_range(predictor: dict) -> tuple[float, float] | None:
     """The fastest and slowest measured model a predictor record was fitted on (ms), if it says.
 
     Its error band was measured inside that range; below it, fixed per-layer costs weigh more
-    than in any model it was checked on (docs/devices.md: on the host, before its profile priced a
+    than in any model it was checked on (docs/devices-validation.md: on the host, before its profile priced a
     convolution's fixed cost, models under 0.1 ms were mostly predicted 18-38% too fast; the
     Android profiles cannot price it; on the published boards at 4 threads the fastest,
     blazeface, 25-59% too slow)."""
