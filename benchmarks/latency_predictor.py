@@ -17,6 +17,9 @@
    Does it hold on the held-out board's other models 90% of the time? Per calibration size, the
    rule shipped since 2026-12-05 (`calibration_bands`, recomputed here without the board being
    checked) against a simpler one and the rule before it (see `band_coverage`).
+4. `check`'s evidence note (a prediction leaning on kinds fewer than two boards ran): which
+   leave-one-model-out predictions it marks, and the unseen board's figures over the predictions
+   it does not flag ("unflagged").
 
     .venv/bin/python benchmarks/latency_predictor.py  -> benchmarks/results/latency-predictor.json
 """
@@ -124,10 +127,7 @@ def unseen_device(graphs, configs, strength_grid, subsets: int, k: int = 5, seed
         for cfg in [c for c in configs if c["board"] == board]:
             feats = tfeats[cfg["threads"]]
             same = {o["label"]: p for p, o in zip(rest_prices, rest) if (o["threads"] == 1) == (cfg["threads"] == 1)}
-            ran: dict[str, set] = {}  # the kinds each reference board's models ran (check's evidence note)
-            for o in rest:
-                if (o["threads"] == 1) == (cfg["threads"] == 1):
-                    ran.setdefault(o["board"], set()).update(*(ran_by[n] for n in o["ms"]))
+            ran = kinds_ran([o for o in rest if (o["threads"] == 1) == (cfg["threads"] == 1)], ran_by)
             pooled = pooled_prior(list(same.values()))
             names = sorted(cfg["ms"])
             picks = [rng.sample(names, k) for _ in range(subsets)]
@@ -250,6 +250,14 @@ def band_coverage(graphs, configs, subsets: int, sizes=CALIBRATION_SIZES) -> dic
     return out
 
 
+def kinds_ran(configs, ran_by: dict[str, set], without: str | None = None) -> dict[str, set]:
+    """{board: the kinds its models ran} over these configurations (`without` one model)."""
+    ran: dict[str, set] = {}
+    for c in configs:
+        ran.setdefault(c["board"], set()).update(*(ran_by[n] for n in c["ms"] if n != without))
+    return ran
+
+
 def evidence_marks(graphs, configs, rows) -> dict:
     """Which leave-one-model-out predictions `check`'s evidence note marks: at least THIN_SHARE of
     the predicted time in kinds that fewer than FEW_BOARDS boards' other models ran (the held-out
@@ -262,10 +270,7 @@ def evidence_marks(graphs, configs, rows) -> dict:
         peers = [c for c in configs if (c["threads"] == 1) == (cfg["threads"] == 1)]
         record = {"prices": device_prices(tfeats[cfg["threads"]], cfg["ms"], sorted(cfg["ms"])), "threads": cfg["threads"]}
         for m, pred in row["predicted_ms"].items():
-            ran: dict[str, set] = {}
-            for c in peers:
-                ran.setdefault(c["board"], set()).update(*(ran_by[n] for n in c["ms"] if n != m))
-            record["kinds_on_few_boards"] = kinds_on_few_boards(ran)
+            record["kinds_on_few_boards"] = kinds_on_few_boards(kinds_ran(peers, ran_by, without=m))
             breakdown = layer_breakdown(record, graphs[m])
             note = evidence_note(record, breakdown, sum(r["ms"] for r in breakdown))
             err = round(pred / cfg["ms"][m] * 100 - 100, 1)
