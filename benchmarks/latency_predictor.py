@@ -118,7 +118,7 @@ def unseen_device(graphs, configs, strength_grid, subsets: int, k: int = 5, seed
     each weighted by how well it explains the k models) and "pooled" (all weighted alike)."""
     rng = random.Random(seed)
     tfeats = thread_features(graphs, configs)
-    ran_by = {m: seen_kinds([f[m] for f in tfeats.values()]) for m in graphs}
+    ran_by = models_ran(tfeats)
     boards = sorted({c["board"] for c in configs})
     result = {}
     for board in boards:
@@ -250,6 +250,12 @@ def band_coverage(graphs, configs, subsets: int, sizes=CALIBRATION_SIZES) -> dic
     return out
 
 
+def models_ran(tfeats: dict[int, dict]) -> dict[str, set]:
+    """{model: the kinds it runs at any of the thread counts}."""
+    models = next(iter(tfeats.values()))
+    return {m: seen_kinds([f[m] for f in tfeats.values()]) for m in models}
+
+
 def kinds_ran(configs, ran_by: dict[str, set], without: str | None = None) -> dict[str, set]:
     """{board: the kinds its models ran} over these configurations (`without` one model)."""
     ran: dict[str, set] = {}
@@ -264,7 +270,7 @@ def evidence_marks(graphs, configs, rows) -> dict:
     model removed from every board, as in `lomo`), with the configuration's prices (device
     variant rows give the errors)."""
     tfeats = thread_features(graphs, configs)
-    ran_by = {m: seen_kinds([f[m] for f in tfeats.values()]) for m in graphs}
+    ran_by = models_ran(tfeats)
     marked, unmarked = [], []
     for cfg, row in zip(configs, rows):
         peers = [c for c in configs if (c["threads"] == 1) == (cfg["threads"] == 1)]

@@ -149,11 +149,11 @@ def calibrate(name: str, measurements: Path | str, models: Path | str, out: Path
     pred = prior_profile.predictor
     cache_bytes = pred.get("cache_bytes", CACHE_BYTES)
     ms = {n: ms[n] for n in graphs}
+    feats = {n: features(g, threads=threads, cache_bytes=cache_bytes) for n, g in graphs.items()}
     references = pred.get("reference_prices")
     evidence = None
     if references:
         with log.step(f"weighing {len(references)} reference boards by how well they explain {len(graphs)} models"):
-            feats = {n: features(g, threads=threads, cache_bytes=cache_bytes) for n, g in graphs.items()}
             prior_prices, evidence = reference_prior(feats, ms, references, strength)
         nearest = next(iter(evidence))
         towards = f"the published boards weighted by fit (nearest: '{nearest}', {evidence[nearest]['weight']:.0%})"
@@ -180,7 +180,7 @@ def calibrate(name: str, measurements: Path | str, models: Path | str, out: Path
     record["prior_prices"] = prior_prices
     few = pred.get("kinds_on_few_boards")
     if few is not None:  # this device's models join the evidence for the kinds few boards ran
-        mine = seen_kinds([features(g, threads=threads, cache_bytes=cache_bytes) for g in graphs.values()])
+        mine = seen_kinds(list(feats.values()))
         record["kinds_on_few_boards"] = {k: boards + [name] * runs_kind(mine, k) for k, boards in few.items()
                                          if len(boards) + runs_kind(mine, k) < FEW_BOARDS}
     if evidence:
